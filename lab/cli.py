@@ -1,0 +1,207 @@
+"""The `lab` command: data, models, train, evaluate, runs, sweep and figures."""
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from lab import runs
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One option per Config field (`--batch-size 128`, `--no-channels-last`, ...)."""
+    from lab.train import Config
+
+    defaults = Config()
+    for field in fields(Config):
+        if field.name == "resume":
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        default = getattr(defaults, field.name)
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            parser.add_argument(
+                flag, type=type(default), default=default, metavar=field.name.upper()
+            )
+
+
+def print_table(rows: list[dict]) -> None:
+    """Print rows of dicts as a fixed-column text table."""
+    if not rows:
+        return
+    columns = list(rows[0])
+    cells = [[str(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for r in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+
+
+def cmd_data(args: argparse.Namespace) -> None:
+    """Build the cache (prepare) or describe it (info)."""
+    from lab import data
+
+    source, cache_dir = args.data or None, Path(args.cache_dir) if args.cache_dir else None
+    if args.action == "prepare":
+        print(data.prepare(source, cache_dir=cache_dir))
+    print(data.data_info(source=source, cache_dir=cache_dir))
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    """Print every registered model with its size and provenance."""
+    from lab.models import model_table
+
+    rows = model_table(args.input_size)
+    print_table(
+        [
+            {
+                "model": r["name"],
+                "params": f"{r['params']:,}",
+                "MMACs": f"{r['macs'] / 1e6:,.1f}",
+                "provenance": r["provenance"],
+            }
+            for r in rows
+        ]
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    """Train one model (or resume a run) and print where its record is."""
+    from lab.train import Config, config_from_dict, fit
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        config = config_from_dict(runs.read_json(run_dir / "config.json"))
+        config.runs_root, config.name, config.resume = str(run_dir.parent), run_dir.name, True
+        config.quiet = args.quiet
+    else:
+        config = Config(
+            **{f.name: getattr(args, f.name) for f in fields(Config) if f.name != "resume"}
+        )
+    run_dir = fit(config)
+    summary = runs.read_json(run_dir / "summary.json")
+    print(
+        f"{run_dir}: train {summary['train_top1']:.2f}  val {summary['val_top1']:.2f}  "
+        f"test {summary['test_top1']:.2f}  (top-1 %)"
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Recompute a run's accuracies from its checkpoint and compare them with its summary."""
+    from lab.train import evaluate_run
+
+    recomputed = evaluate_run(Path(args.run), device=args.device)
+    summary = runs.read_json(Path(args.run) / "summary.json")
+    rows = [
+        {"metric": k, "recomputed": f"{v:.2f}", "summary": f"{summary.get(k, float('nan')):.2f}"}
+        for k, v in recomputed.items()
+    ]
+    print_table(rows)
+    mismatched = [k for k, v in recomputed.items() if abs(v - summary.get(k, float("inf"))) > 0.01]
+    if mismatched:
+        print(f"mismatch with summary.json: {', '.join(mismatched)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> None:
+    """Print a table of the runs under a root."""
+    table = runs.load_runs(Path(args.root))
+    if table.empty:
+        print(f"no runs under {args.root}: try `lab sweep --preset quick` or `lab train`")
+        return
+    columns = [
+        "run",
+        "model",
+        "status",
+        "epochs_done",
+        "train_top1",
+        "val_top1",
+        "test_top1",
+        "wall_time_s",
+        "error",
+    ]
+    shown = table.reindex(columns=columns)
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}", na_rep=""))
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run train.ipynb once per model of a preset through papermill, then compare.ipynb."""
+    from lab.sweep import sweep
+
+    models = args.models.split(",") if args.models else None
+    overrides = {"data": args.data} if args.data else {}
+    table = sweep(args.preset, models, Path(args.runs_root), overrides)
+    print(table.to_string(index=False))
+    return int((table["status"] == "failed").any())
+
+
+def cmd_figures(args: argparse.Namespace) -> None:
+    """Regenerate the figures from a runs root."""
+    from lab.figures import make_figures
+
+    for path in make_figures(Path(args.runs_root), Path(args.out)):
+        print(path)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of the `lab` command."""
+    main_parser = argparse.ArgumentParser(prog="lab", description=__doc__)
+    sub = main_parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("data", help="get, decode and describe Tiny ImageNet")
+    p.add_argument("action", choices=["prepare", "info"])
+    p.add_argument("--data", default="", help="archive or folder (default: $TINY_IMAGENET)")
+    p.add_argument("--cache-dir", default="", help="cache folder (default: $LAB_DATA_DIR/cache)")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("models", help="list the registered models")
+    p.add_argument("--input-size", type=int, default=64)
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("train", help="train one model; every config field is an option")
+    add_config_options(p)
+    p.add_argument("--resume", metavar="RUN", default="", help="continue this run folder")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="recompute a run's accuracies from its checkpoint")
+    p.add_argument("run")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("runs", help="a table of runs")
+    p.add_argument("root", nargs="?", default="runs")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("sweep", help="run a preset's notebooks for several models")
+    p.add_argument("--preset", choices=["quick", "paper", "best"], required=True)
+    p.add_argument("--models", default="", help="comma-separated (default: the preset's)")
+    p.add_argument("--runs-root", default="runs")
+    p.add_argument("--data", default="", help="archive or folder (default: $TINY_IMAGENET)")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("figures", help="regenerate the figures from run records")
+    p.add_argument("runs_root")
+    p.add_argument("--out", default="figures")
+    p.set_defaults(func=cmd_figures)
+    return main_parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run a subcommand; expected errors print one line and exit 2."""
+    args = parser().parse_args(argv)
+    from lab.data import DataError
+
+    try:
+        return args.func(args) or 0
+    except (DataError, ValueError, FileNotFoundError) as error:
+        print(f"lab {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lab {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Run records: one folder a run, every file written atomically, and readers that never crash."""
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+STATUSES = ("running", "finished", "failed", "broken")
+
+
+def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
+    """Write through `write(tmp)` to a temporary name beside `path`, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write a text file atomically."""
+    return _atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    """Write JSON atomically."""
+    return write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def write_csv(path: Path, table: pd.DataFrame) -> Path:
+    """Write a CSV atomically, without the index."""
+    return _atomic(path, lambda tmp: table.to_csv(tmp, index=False))
+
+
+def write_npy(path: Path, array: np.ndarray) -> Path:
+    """Write a .npy array atomically."""
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+    return _atomic(path, save)
+
+
+def save_torch(path: Path, obj: Any) -> Path:
+    """torch.save atomically, so a kill mid-write never leaves a checkpoint that looks whole."""
+    return _atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def read_json(path: Path) -> dict:
+    """Read a JSON object, with an error that names the file."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: unreadable JSON ({error})") from error
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(obj).__name__}")
+    return obj
+
+
+def update_summary(run_dir: Path, **fields: Any) -> dict:
+    """Merge fields into the run's summary.json and stamp the update time."""
+    path = Path(run_dir) / "summary.json"
+    summary = read_json(path) if path.exists() else {}
+    summary.update(fields, updated=pd.Timestamp.now().isoformat(timespec="seconds"))
+    write_json(path, summary)
+    return summary
+
+
+def append_metrics(run_dir: Path, row: dict) -> pd.DataFrame:
+    """Add one epoch's row to metrics.csv, replacing a row of the same epoch if there is one."""
+    path = Path(run_dir) / "metrics.csv"
+    table = pd.read_csv(path) if path.exists() else pd.DataFrame()
+    if len(table):
+        table = table[table["epoch"] != row["epoch"]]
+    table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
+    write_csv(path, table)
+    return table
+
+
+def _read_optional(path: Path, read: Callable[[Path], Any]) -> Any:
+    return read(path) if path.exists() else None
+
+
+def load_run(path: Path) -> dict:
+    """Read one run folder: config, summary, metrics and the optional per-test-image tables."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"{path}: no such run folder")
+    return {
+        "path": path,
+        "config": read_json(path / "config.json"),
+        "summary": read_json(path / "summary.json"),
+        "metrics": _read_optional(path / "metrics.csv", pd.read_csv),
+        "per_class": _read_optional(path / "per_class.csv", pd.read_csv),
+        "confusion": _read_optional(path / "confusion.npy", np.load),
+        "predictions": _read_optional(path / "predictions.csv", pd.read_csv),
+    }
+
+
+def _run_row(path: Path) -> dict:
+    """One table row for a run; a broken record gives status "broken" and the reason."""
+    try:
+        config = read_json(path / "config.json")
+        summary = read_json(path / "summary.json")
+    except ValueError as error:
+        return {"run": path.name, "path": str(path), "status": "broken", "error": str(error)}
+    row = {"run": path.name, "path": str(path), "error": None, **summary}
+    if row.get("status") not in STATUSES:
+        row.update(status="broken", error=f"{path / 'summary.json'}: no valid status")
+    row.update({f"cfg_{key}": value for key, value in config.items()})
+    return row
+
+
+def run_dirs(root: Path) -> list[Path]:
+    """The run folders under a runs root: those holding a config.json or summary.json."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(
+        p
+        for p in root.iterdir()
+        if p.is_dir() and ((p / "config.json").exists() or (p / "summary.json").exists())
+    )
+
+
+def load_runs(root: Path) -> pd.DataFrame:
+    """A table of every run under `root`, one row each; broken runs are listed, not raised."""
+    rows = [_run_row(path) for path in run_dirs(root)]
+    return pd.DataFrame(rows, columns=None if rows else ["run", "path", "status", "error"])
