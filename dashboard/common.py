@@ -1,0 +1,144 @@
+"""What the dashboard pages share: the runs root, cached readers of run records, data and models."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+
+from lab import data, explain, runs
+from lab.study import STUDY
+from lab.train import predict
+
+ACCURACIES = ("train_top1", "train_top5", "val_top1", "val_top5", "test_top1", "test_top5")
+
+
+def runs_root() -> Path:
+    """The runs root chosen in the sidebar."""
+    return Path(st.session_state["runs_root"]).expanduser()
+
+
+def stamp(*paths: Path) -> tuple:
+    """Cheap change marker for cache keys: modification times (0 for a missing file)."""
+    return tuple(p.stat().st_mtime_ns if p.exists() else 0 for p in paths)
+
+
+def root_stamp(root: Path) -> tuple:
+    """Change marker of a runs root: the run folders and their summary.json times."""
+    return tuple((p.name, *stamp(p / "summary.json")) for p in runs.run_dirs(root))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _runs_table(root: str, version: tuple) -> pd.DataFrame:
+    table = runs.load_runs(Path(root))
+    for column in ("model", "preset", "epochs_done", "epochs", *ACCURACIES):
+        if column not in table:
+            table[column] = np.nan
+    study = table["model"].map(lambda m: STUDY.get(m) if isinstance(m, str) else None)
+    for i, split in enumerate(("train", "val", "test")):
+        table[f"study_{split}_top1"] = study.map(lambda s, i=i: s[i] if s else np.nan)
+    table["gap_test_top1"] = table["test_top1"] - table["study_test_top1"]
+    table["progress"] = table["epochs_done"].fillna(0) / table["epochs"].where(table["epochs"] > 0)
+    return table
+
+
+def runs_table(root: Path | None = None) -> pd.DataFrame:
+    """load_runs plus the study's numbers beside each model; refreshed when a summary changes."""
+    root = root or runs_root()
+    return _runs_table(str(root), root_stamp(root))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _run_record(path: str, version: tuple) -> dict:
+    return runs.load_run(Path(path))
+
+
+def run_record(path: str) -> dict:
+    """runs.load_run, cached until the run's files change; raises ValueError for a broken run."""
+    folder = Path(path)
+    files = ("summary.json", "metrics.csv", "per_class.csv", "confusion.npy", "predictions.csv")
+    return _run_record(path, stamp(*(folder / f for f in files)))
+
+
+@st.cache_resource(show_spinner="Loading the model", max_entries=8)
+def _run_model(path: str, version: tuple):
+    return explain.load_model(path)
+
+
+def run_model(path: str):
+    """(model, config) of a run's checkpoint, shared across sessions, reloaded when it changes."""
+    return _run_model(path, checkpoint_version(path))
+
+
+@st.cache_resource(show_spinner="Reading the data cache", max_entries=16)
+def split_of(source: str, cache_dir: str, classes: int, split: str) -> data.Split:
+    """A memory-mapped split as a run saw it (shared: no copy of the arrays)."""
+    return data.load_split(
+        split, source=source or None, cache_dir=cache_dir or None, classes=classes
+    )
+
+
+def run_split(config: dict, split: str = "test") -> data.Split:
+    """The split a run (config.json as a dict) was evaluated on."""
+    return split_of(config["data"], config["cache_dir"], int(config["classes"]), split)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def normalization(source: str, cache_dir: str, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, scale) on the CPU for a run's data and normalize mode."""
+    stats = data.load_stats(cache_dir=cache_dir or None, source=source or None)
+    return data.normalizer(stats, mode)
+
+
+def checkpoint_version(path: str) -> tuple:
+    """Cache key part that changes when a run's checkpoint is rewritten."""
+    return stamp(Path(path) / "checkpoint.pt")
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def top5(path: str, version: tuple, index: int) -> pd.DataFrame:
+    """Top-5 labels and probabilities of one test image; version = checkpoint_version(path)."""
+    model, config = run_model(path)
+    config = vars(config)
+    images = torch.from_numpy(np.asarray(run_split(config).images[index : index + 1]))
+    mean, scale = normalization(config["data"], config["cache_dir"], config["normalize"])
+    probs = predict(model, images, mean, scale, amp=False).softmax(1)[0]
+    values, labels = probs.topk(min(5, len(probs)))
+    return pd.DataFrame({"label": labels.tolist(), "probability": values.tolist()})
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def attribution(path: str, version: tuple, index: int, method: str, target: int) -> np.ndarray:
+    """lab.explain.attribute map of one test image; version = checkpoint_version(path)."""
+    model, config = run_model(path)
+    config = vars(config)
+    images = np.asarray(run_split(config).images[index : index + 1])
+    mean, scale = normalization(config["data"], config["cache_dir"], config["normalize"])
+    x = explain.inputs(images, mean, scale)
+    return explain.attribute(model, x, target, method)[0].numpy()
+
+
+def upscale(image: np.ndarray, factor: int = 4) -> np.ndarray:
+    """Nearest-neighbour enlargement, so 64x64 images stay crisp on screen."""
+    return image.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+def empty_root(root: Path) -> None:
+    """What to run to fill an empty runs root."""
+    st.info(
+        f"No runs under `{root}` yet. Train a few, for example:\n\n"
+        f"```\nlab sweep --preset quick --runs-root {root}\n"
+        f"lab train --model resnet20 --epochs 5 --runs-root {root}\n```\n\n"
+        "or point the sidebar's runs root at a folder of run records."
+    )
+
+
+def compare_selection(table: pd.DataFrame) -> list[str]:
+    """Runs picked on the overview page that still exist."""
+    return [r for r in st.session_state.get("compare", []) if r in set(table["run"])]
+
+
+def run_label(row: pd.Series) -> str:
+    """Short name of a run for pickers: folder, model and status."""
+    return f"{row['run']} ({row['model']}, {row['status']})"
