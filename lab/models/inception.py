@@ -1,0 +1,98 @@
+"""Inception: torchvision's GoogLeNet (Inception v1, Szegedy et al. 2014), scratch or transfer.
+
+The study fine-tunes an ImageNet-pretrained Inception; we use torchvision's GoogLeNet with its
+IMAGENET1K_V1 weights (GoogLeNet_Weights), loaded only from a local file: the `weights` path,
+else the torch hub cache file torchvision would have downloaded. Nothing is downloaded here.
+As torchvision's googlenet() builder does for pretrained weights: transform_input=True (the
+weights expect Google's (x - 0.5) / 0.5 input; it maps ImageNet-normalised input to that), and
+the file's auxiliary heads are dropped (aux_logits=False). The 1000-class fc is then replaced by
+a fresh num_classes Linear. From scratch: aux_logits=False, transform_input=False and
+torchvision's init (init_weights=True). The network is torchvision's, except BasicConv2d: its
+in-place functional ReLU is replaced by one nn.ReLU module per conv (Captum needs that); the
+state dict keys are unchanged. `input_size` other than 64 upsamples the input bilinearly
+inside the model (e.g. 224, the size the ImageNet weights were trained at).
+"""
+
+from collections import OrderedDict
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import GoogLeNet, GoogLeNet_Weights
+from torchvision.models.googlenet import Inception, InceptionAux
+
+
+class BasicConv2d(nn.Module):
+    """torchvision's GoogLeNet conv block with an nn.ReLU module instead of in-place F.relu."""
+
+    def __init__(self, in_channels: int, out_channels: int, **kwargs) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, bias=False, **kwargs)
+        self.bn = nn.BatchNorm2d(out_channels, eps=0.001)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn(self.conv(x)))
+
+
+def hub_weights_file() -> Path:
+    """Where torch.hub caches GoogLeNet_Weights.IMAGENET1K_V1 (honours $TORCH_HOME)."""
+    name = Path(GoogLeNet_Weights.IMAGENET1K_V1.url).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / name
+
+
+def load_imagenet_state(weights: str | Path | None) -> dict[str, torch.Tensor]:
+    """Load the 1000-class GoogLeNet state dict (`weights` or hub cache), without aux heads."""
+    cached = hub_weights_file()
+    path = Path(weights) if weights else cached
+    if not path.is_file():
+        raise ValueError(
+            f"GoogLeNet ImageNet weights not found: weights={str(weights) if weights else None!r}"
+            f" (option `weights`), torch hub cache {cached} (file missing). Nothing is downloaded"
+            f" here: copy {GoogLeNet_Weights.IMAGENET1K_V1.url} to one of these places."
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable PyTorch state dict ({e})") from e
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict, found {type(state).__name__}")
+    return {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2."))}
+
+
+def inception(
+    num_classes: int = 200,
+    pretrained: bool = False,
+    weights: str | None = None,
+    input_size: int = 64,
+    freeze_backbone: bool = False,
+) -> nn.Sequential:
+    """Build GoogLeNet, optionally from local ImageNet weights, with a num_classes head."""
+    if weights and not pretrained:
+        raise ValueError(f"inception: weights={weights!r} given but pretrained=False")
+    if input_size < 32:
+        raise ValueError(f"inception: input_size must be at least 32, got {input_size}")
+    net = GoogLeNet(
+        num_classes=1000 if pretrained else num_classes,
+        aux_logits=False,
+        transform_input=pretrained,
+        init_weights=not pretrained,
+        blocks=[BasicConv2d, partial(Inception, conv_block=BasicConv2d), InceptionAux],
+    )
+    if pretrained:
+        path = weights or hub_weights_file()
+        try:
+            net.load_state_dict(load_imagenet_state(weights))
+        except RuntimeError as e:
+            raise ValueError(
+                f"{path}: not torchvision GoogLeNet IMAGENET1K_V1 weights ({e})"
+            ) from e
+        net.fc = nn.Linear(net.fc.in_features, num_classes)
+    if freeze_backbone:
+        for name, p in net.named_parameters():
+            p.requires_grad = name.startswith("fc.")
+    resize = nn.Identity()
+    if input_size != 64:
+        resize = nn.Upsample(size=(input_size, input_size), mode="bilinear", align_corners=False)
+    return nn.Sequential(OrderedDict(resize=resize, net=net))
