@@ -1,6 +1,7 @@
 """The `lab` command: data, models, train, evaluate, runs, sweep and figures."""
 
 import argparse
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -80,6 +81,8 @@ def cmd_train(args: argparse.Namespace) -> None:
             **{f.name: getattr(args, f.name) for f in fields(Config) if f.name != "resume"}
         )
     run_dir = fit(config)
+    if int(os.environ.get("RANK", 0)) != 0:  # under torchrun, rank 0 reports
+        return
     summary = runs.read_json(run_dir / "summary.json")
     print(
         f"{run_dir}: train {summary['train_top1']:.2f}  val {summary['val_top1']:.2f}  "

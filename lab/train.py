@@ -51,7 +51,7 @@ class Config:
     input_size: int = 64  # inception only: upsample inputs inside the model to this size
     freeze_backbone: bool = False  # train the classifier only
     backbone_lr: float = 0.0  # lr of everything but the classifier, 0 = same as lr
-    classes: int = 200  # first K classes of wnids.txt
+    classes: int = 0  # first K classes of wnids.txt, 0 = all
     per_class: int = 0  # train images a class, 0 = all (val and test stay whole)
     seed: int = 0  # model init, data order and augmentation
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
@@ -78,7 +78,7 @@ def check_config(config: Config) -> None:
     ]
     if config.model not in model_names():
         problems.append(f"unknown model {config.model!r}; choose from {', '.join(model_names())}")
-    positive = ("epochs", "batch_size", "lr", "classes", "input_size")
+    positive = ("epochs", "batch_size", "lr", "input_size")
     problems += [f"{key} must be positive" for key in positive if getattr(config, key) <= 0]
     non_negative = (
         "momentum",
@@ -87,6 +87,7 @@ def check_config(config: Config) -> None:
         "label_smoothing",
         "grad_clip",
         "backbone_lr",
+        "classes",
         "per_class",
         "train_eval_size",
     )
@@ -234,10 +235,11 @@ def load_data(config: Config, device: torch.device) -> dict:
         name: data.load_split(
             name,
             cache_dir=cache,
-            classes=config.classes,
+            classes=config.classes or None,
             per_class=(config.per_class or None) if name == "train" else None,
         )
-        for name in data.SPLITS
+        # The challenge format names one of all the classes per image: subsets skip it.
+        for name in (data.SPLITS if not config.classes else ("train", "val", "test"))
     }
     mean, scale = data.normalizer(data.load_stats(cache), config.normalize, device=device)
     tensors = {
@@ -280,8 +282,8 @@ def final_evaluation(model: nn.Module, config: Config, batch: dict, run_dir: Pat
     runs.write_csv(run_dir / "per_class.csv", tables["per_class"])
     runs.write_npy(run_dir / "confusion.npy", tables["confusion"])
     runs.write_csv(run_dir / "predictions.csv", tables["predictions"])
-    challenge = batch["splits"]["challenge"]
-    if len(challenge.labels):
+    if "challenge" in batch["splits"]:
+        challenge = batch["splits"]["challenge"]
         logits = predict(
             model, batch["tensors"]["challenge"][0], batch["mean"], batch["scale"], amp=config.amp
         )
@@ -529,6 +531,8 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
         runs.update_summary(
             run_dir, **results, status="finished", error=None, wall_time_s=time.time() - started
         )
+    if world > 1:  # the other ranks return once the record is complete
+        dist.barrier()
     return run_dir
 
 

@@ -1,0 +1,127 @@
+"""Training throughput per model, and the share of step time spent waiting for data.
+
+    python benchmarks/train.py                        # every model, CPU or GPU, default layout
+    python benchmarks/train.py --variants all         # GPU: +channels_last, +bf16, +compile
+
+Batches come from the lab's own loader (`lab.data.batches`, crop+flip augmentation on the
+device) over uint8 images: the real train split with --data, random pixels otherwise (speed
+does not depend on content). Prints img/s, data-wait share and the ratio to the first variant.
+"""
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from lab import data
+from lab.models import build_model, model_names
+from lab.train import autocast, resolve_device
+
+VARIANTS = {  # name: (channels_last, bf16 autocast, torch.compile)
+    "plain": (False, False, False),
+    "channels_last": (True, False, False),
+    "channels_last+bf16": (True, True, False),
+    "channels_last+bf16+compile": (True, True, True),
+}
+
+
+def measure(
+    model_name: str,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    steps: int,
+    channels_last: bool,
+    amp: bool,
+    compile: bool,
+) -> dict:
+    """Time `steps` SGD steps after a warmup; returns img/s and the data-wait share."""
+    device = images.device
+    mean = torch.full((1, 3, 1, 1), 120.0, device=device)
+    scale = torch.full((1, 3, 1, 1), 64.0, device=device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_model(model_name).to(device, memory_format=memory_format).train()
+    step_model = torch.compile(model) if compile else model
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    generator = torch.Generator(device).manual_seed(0)
+    stream = data.batches(
+        images,
+        labels,
+        batch_size,
+        mean=mean,
+        scale=scale,
+        shuffle=True,
+        augment="crop_flip",
+        generator=generator,
+        drop_last=True,
+    )
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    warmup = 3 if not compile else 10
+    wait = total = 0.0
+    for i in range(warmup + steps):
+        sync()
+        start = time.perf_counter()
+        x, y = next(stream)
+        if not channels_last:
+            x = x.contiguous()
+        sync()
+        fetched = time.perf_counter()
+        with autocast(device, amp):
+            loss = F.cross_entropy(step_model(x).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sync()
+        if i >= warmup:
+            wait += fetched - start
+            total += time.perf_counter() - start
+    return {"img/s": steps * batch_size / total, "data wait %": 100 * wait / total}
+
+
+def main() -> None:
+    """Parse options, run every model and variant, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(m for m in model_names()))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument(
+        "--variants",
+        default="plain,channels_last",
+        help=f"comma-separated from {', '.join(VARIANTS)}, or all",
+    )
+    parser.add_argument("--data", default="", help="use the real train split of this archive")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    variants = list(VARIANTS) if args.variants == "all" else args.variants.split(",")
+    count = args.batch_size * (args.steps + 10)
+    if args.data:
+        split = data.load_split("train", source=args.data)
+        images, labels = (
+            torch.from_numpy(split.images[:count].copy()),
+            torch.from_numpy(split.labels[:count].copy()),
+        )
+    else:
+        images = torch.randint(0, 256, (count, 64, 64, 3), dtype=torch.uint8)
+        labels = torch.randint(0, 200, (count,))
+    images, labels = images.to(device), labels.to(device)
+    print(
+        f"device {device}, batch {args.batch_size}, {args.steps} timed steps, torch "
+        f"{torch.__version__}"
+    )
+    print(f"{'model':<16}{'variant':<28}{'img/s':>9}{'data wait %':>13}{'x first':>9}")
+    for name in args.models.split(","):
+        first = None
+        for variant in variants:
+            result = measure(name, images, labels, args.batch_size, args.steps, *VARIANTS[variant])
+            first = first or result["img/s"]
+            print(
+                f"{name:<16}{variant:<28}{result['img/s']:>9.0f}{result['data wait %']:>13.1f}"
+                f"{result['img/s'] / first:>9.2f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""The trainer: run records, resume after kill -9, atomic writes, DDP, evaluate and the CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lab import runs
+from lab.cli import main
+from lab.train import Config, evaluate_run, fit, lr_factor
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def base(tiny_archive: Path, tiny_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Config:
+    """A cheap config on the tiny archive, writing into a fresh runs root."""
+    return Config(
+        model="resnet20_cifar",
+        epochs=2,
+        batch_size=32,
+        lr=0.05,
+        data=str(tiny_archive),
+        cache_dir=str(tiny_cache),
+        runs_root=str(tmp_path_factory.mktemp("runs")),
+        quiet=True,
+        train_eval_size=64,
+    )
+
+
+@pytest.fixture(scope="module")
+def finished(base: Config) -> Path:
+    """One finished two-epoch run."""
+    return fit(replace(base, name="finished"))
+
+
+def cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """Run the `lab` command in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "lab.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        **kwargs,
+    )
+
+
+def config_args(config: Config) -> list[str]:
+    """The CLI options that reproduce the fields of `config` this module sets."""
+    keys = (
+        "model",
+        "epochs",
+        "batch_size",
+        "lr",
+        "data",
+        "cache_dir",
+        "runs_root",
+        "train_eval_size",
+    )
+    args = [f"--{k.replace('_', '-')}={getattr(config, k)}" for k in keys]
+    return [*args, "--quiet"]
+
+
+def test_finished_run_has_the_whole_record(finished: Path, tiny_cache: Path) -> None:
+    run = runs.load_run(finished)
+    summary, metrics = run["summary"], run["metrics"]
+    assert summary["status"] == "finished" and summary["error"] is None
+    assert summary["epochs_done"] == 2 and list(metrics["epoch"]) == [1, 2]
+    expected = [
+        "epoch",
+        "train_loss",
+        "train_top1",
+        "val_loss",
+        "val_top1",
+        "val_top5",
+        "lr",
+        "epoch_time_s",
+        "images_per_s",
+    ]
+    assert sorted(metrics.columns) == sorted(expected)
+    for key in ("train_top1", "val_top1", "test_top1", "test_top5"):
+        assert 0 <= summary[key] <= 100
+    assert summary["params"] > 0 and summary["macs"] > 0 and summary["torch"] == torch.__version__
+    assert run["config"]["model"] == "resnet20_cifar" and run["config"]["name"] == "finished"
+    test_labels = np.load(next(tiny_cache.rglob("test_labels.npy")))
+    confusion = run["confusion"]
+    assert confusion.shape == (4, 4) and confusion.sum() == len(test_labels)
+    per_class = run["per_class"]
+    assert list(per_class["count"]) == list(np.bincount(test_labels, minlength=4))
+    assert per_class["correct"].sum() == np.trace(confusion)
+    assert summary["test_top1"] == pytest.approx(100 * np.trace(confusion) / confusion.sum())
+    predictions = run["predictions"]
+    assert len(predictions) == len(test_labels) and (predictions["label"] == test_labels).all()
+    assert predictions["top5"].str.split().map(len).eq(4).all()  # 4 classes: top-5 is top-4
+    challenge = (finished / "challenge.txt").read_text().splitlines()
+    assert challenge and all(line.split()[1] in set(per_class["wnid"]) for line in challenge)
+    assert not list(finished.glob(".*.tmp")), "no temporary files left behind"
+
+
+def test_tiny_data_is_learned(finished: Path) -> None:
+    # Four classes of distinct colour patterns: chance is 25%.
+    assert runs.read_json(finished / "summary.json")["val_top1"] > 50
+
+
+def test_evaluate_recomputes_the_summary(finished: Path) -> None:
+    summary = runs.read_json(finished / "summary.json")
+    recomputed = evaluate_run(finished, device="cpu")
+    for key, value in recomputed.items():
+        assert value == pytest.approx(summary[key], abs=0.01), key
+    result = cli("evaluate", str(finished))
+    assert result.returncode == 0, result.stderr
+    assert "test_top1" in result.stdout
+
+
+def test_evaluate_flags_a_mismatch(finished: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(finished), str(copy)], check=True)
+    runs.update_summary(
+        copy, test_top1=0.0 if runs.read_json(copy / "summary.json")["test_top1"] else 99.0
+    )
+    result = cli("evaluate", str(copy))
+    assert result.returncode == 1 and "mismatch" in result.stderr
+
+
+def test_resume_after_kill_gives_the_same_rows(base: Config) -> None:
+    config = replace(base, epochs=3, per_class=0)
+    reference = pd.read_csv(fit(replace(config, name="reference")) / "metrics.csv")
+    run_dir = Path(config.runs_root) / "killed"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lab.cli",
+            "train",
+            *config_args(config),
+            "--epochs=3",
+            "--name=killed",
+        ],
+        cwd=REPO,
+    )
+    checkpoint = run_dir / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    summary = runs.read_json(run_dir / "summary.json")
+    assert summary["status"] == "running", "kill -9 leaves the run looking live, not finished"
+    assert summary["epochs_done"] < 3, "the run was killed before it finished"
+    result = cli("train", "--resume", str(run_dir), "--quiet")
+    assert result.returncode == 0, result.stderr
+    resumed = pd.read_csv(run_dir / "metrics.csv")
+    assert list(resumed["epoch"]) == [1, 2, 3], "no epoch lost, none doubled"
+    columns = ["train_loss", "train_top1", "val_loss", "val_top1", "lr"]
+    np.testing.assert_allclose(resumed[columns], reference[columns], rtol=1e-4, atol=1e-4)
+    assert runs.read_json(run_dir / "summary.json")["status"] == "finished"
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint.pt"
+    runs.save_torch(path, {"epoch": 1})
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("interrupted mid-write")
+
+    with pytest.raises(RuntimeError, match="mid-write"):
+        runs.save_torch(path, {"epoch": 2, "bad": Unpicklable()})
+    assert torch.load(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_failed_run_is_recorded_with_its_error(base: Config, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.zip"
+    with pytest.raises(Exception, match="nowhere.zip"):
+        fit(replace(base, name="failed", data=str(missing), cache_dir=str(tmp_path / "c")))
+    summary = runs.read_json(Path(base.runs_root) / "failed" / "summary.json")
+    assert summary["status"] == "failed" and "nowhere.zip" in summary["error"]
+
+
+def test_load_runs_lists_broken_runs(finished: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    subprocess.run(["cp", "-r", str(finished), str(root / "good")], check=True)
+    broken = root / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    (broken / "summary.json").write_text('{"status": "finis')
+    table = runs.load_runs(root).set_index("run")
+    assert table.loc["good", "status"] == "finished"
+    assert table.loc["broken", "status"] == "broken"
+    assert "summary.json" in table.loc["broken", "error"]
+    assert runs.load_runs(tmp_path / "empty").empty
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "nope"], "unknown model 'nope'"),
+        (["--epochs", "-1"], "epochs must be positive"),
+        (["--schedule", "sometimes"], "schedule must be one of"),
+        (["--data", "/no/such/archive.zip"], "/no/such/archive.zip"),
+    ],
+)
+def test_cli_errors_are_one_clear_line(args: list[str], message: str, tmp_path: Path) -> None:
+    env = {"LAB_DATA_DIR": str(tmp_path)}
+    result = cli("train", "--runs-root", str(tmp_path / "runs"), "--quiet", *args, env=env)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cli_runs_and_models(finished: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["runs", str(finished.parent)]) == 0
+    assert "finished" in capsys.readouterr().out
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "alexnet_reduced" in out and "resnet18" in out
+
+
+@pytest.mark.parametrize(
+    ("schedule", "step", "expected"),
+    [
+        ("constant", 50, 1.0),
+        ("step", 60, 0.1),
+        ("step", 90, 0.01),
+        ("cosine", 10, 1.0),
+        ("cosine", 100, 0.5 * (1 + np.cos(np.pi * 90 / 100))),
+        ("onecycle", 60, 0.5),
+        ("constant", 4, 0.5),
+    ],
+)
+def test_lr_schedules(schedule: str, step: int, expected: float) -> None:
+    # 110 steps, the first 10 of them warmup.
+    assert lr_factor(step, 110, 10, schedule) == pytest.approx(expected)
+
+
+def test_ddp_two_processes_write_one_record(base: Config, tmp_path: Path) -> None:
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [
+        str(torchrun),
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "lab.cli",
+        "train",
+        *config_args(replace(base, runs_root=str(tmp_path))),
+        "--name=ddp",
+        "--device=cpu",
+    ]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [p.name for p in tmp_path.iterdir()] == ["ddp"]
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["world_size"] == 2
+    assert list(pd.read_csv(tmp_path / "ddp" / "metrics.csv")["epoch"]) == [1, 2]
+    assert summary["val_top1"] > 25  # learned beyond the 25% chance of four classes
