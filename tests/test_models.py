@@ -193,8 +193,13 @@ def imagenet_file(path: Path, aux_logits: bool) -> dict[str, torch.Tensor]:
     """Save a random 1000-class torchvision GoogLeNet state dict, as the ImageNet file would be."""
     torch.manual_seed(0)
     net = GoogLeNet(num_classes=1000, aux_logits=aux_logits, init_weights=False)
-    for p in net.parameters():
-        p.data.normal_()
+    with torch.no_grad():  # make every tensor distinct from a fresh model's
+        for p in net.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
     state = net.state_dict()
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)
@@ -205,7 +210,8 @@ def assert_backbone_loaded(model: nn.Module, state: dict[str, torch.Tensor]) -> 
     loaded = model.net.state_dict()
     backbone = [k for k in state if not k.startswith(("fc.", "aux1.", "aux2."))]
     assert backbone and all(torch.equal(loaded[k], state[k]) for k in backbone)
-    assert model.net.fc.out_features == 200 and model.net.transform_input
+    assert model.net.fc.out_features == 200
+    assert torch.allclose(model.transform.scale.flatten(), torch.tensor([0.458, 0.448, 0.450]))
     assert not torch.equal(loaded["fc.bias"][:200], state["fc.bias"][:200])
 
 
@@ -213,7 +219,24 @@ def test_transfer_loads_a_local_weights_file_and_replaces_the_head(tmp_path):
     state = imagenet_file(tmp_path / "googlenet.pth", aux_logits=False)
     model = build_model("inception", pretrained=True, weights=str(tmp_path / "googlenet.pth"))
     assert_backbone_loaded(model, state)
-    assert model.eval()(images()).shape == (2, 200)
+    # a checkpoint reloads into a model built without the weights file, same function
+    again = build_model("inception")
+    again.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        out = model.eval()(images())
+        assert out.shape == (2, 200) and torch.equal(again.eval()(images()), out)
+
+
+def test_transfer_model_computes_what_torchvision_googlenet_does(tmp_path):
+    state = imagenet_file(tmp_path / "g.pth", aux_logits=True)
+    ours = build_model("inception", 1000, pretrained=True, weights=str(tmp_path / "g.pth"))
+    ours.net.fc.load_state_dict({"weight": state["fc.weight"], "bias": state["fc.bias"]})
+    # torchvision's googlenet(weights=...) builder: transform_input=True, aux heads dropped
+    reference = GoogLeNet(aux_logits=True, transform_input=True, init_weights=False)
+    reference.load_state_dict(state)
+    reference.aux_logits, reference.aux1, reference.aux2 = False, None, None
+    with torch.no_grad():
+        assert torch.allclose(ours.eval()(images()), reference.eval()(images()), atol=1e-5)
 
 
 def test_transfer_reads_the_hub_cache_file_with_aux_heads(tmp_path, monkeypatch):

@@ -3,14 +3,17 @@
 The study fine-tunes an ImageNet-pretrained Inception; we use torchvision's GoogLeNet with its
 IMAGENET1K_V1 weights (GoogLeNet_Weights), loaded only from a local file: the `weights` path,
 else the torch hub cache file torchvision would have downloaded. Nothing is downloaded here.
-As torchvision's googlenet() builder does for pretrained weights: transform_input=True (the
-weights expect Google's (x - 0.5) / 0.5 input; it maps ImageNet-normalised input to that), and
-the file's auxiliary heads are dropped (aux_logits=False). The 1000-class fc is then replaced by
-a fresh num_classes Linear. From scratch: aux_logits=False, transform_input=False and
-torchvision's init (init_weights=True). The network is torchvision's, except BasicConv2d: its
-in-place functional ReLU is replaced by one nn.ReLU module per conv (Captum needs that); the
-state dict keys are unchanged. `input_size` other than 64 upsamples the input bilinearly
-inside the model (e.g. 224, the size the ImageNet weights were trained at).
+As torchvision's googlenet() builder does for pretrained weights, the file's auxiliary heads are
+dropped (aux_logits=False) and the input is transformed as by transform_input=True (the weights
+expect Google's (x - 0.5) / 0.5 input; this maps ImageNet-normalised input to that). That
+transform is our InputTransform module, whose scale and shift are buffers: they travel in the
+state dict, so a checkpoint reloaded into a model built without pretrained=True computes the
+same function (GoogLeNet's own transform_input flag is not saved). The 1000-class fc is then
+replaced by a fresh num_classes Linear. From scratch: identity transform and torchvision's init
+(init_weights=True). The network is torchvision's, except BasicConv2d: its in-place functional
+ReLU is replaced by one nn.ReLU module per conv (Captum needs that); the state dict keys are
+unchanged. `input_size` other than 64 upsamples the input bilinearly inside the model (e.g.
+224, the size the ImageNet weights were trained at).
 """
 
 from collections import OrderedDict
@@ -34,6 +37,23 @@ class BasicConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.relu(self.bn(self.conv(x)))
+
+
+class InputTransform(nn.Module):
+    """Per-channel x * scale + shift with saved buffers (GoogLeNet's transform_input)."""
+
+    def __init__(self, imagenet: bool) -> None:
+        super().__init__()
+        # torchvision's _transform_input: undo ImageNet mean/std, apply (x - 0.5) / 0.5
+        mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+        scale, shift = (
+            (std / 0.5, (mean - 0.5) / 0.5) if imagenet else (torch.ones(3), torch.zeros(3))
+        )
+        self.register_buffer("scale", scale.view(1, 3, 1, 1))
+        self.register_buffer("shift", shift.view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
 
 
 def hub_weights_file() -> Path:
@@ -76,7 +96,7 @@ def inception(
     net = GoogLeNet(
         num_classes=1000 if pretrained else num_classes,
         aux_logits=False,
-        transform_input=pretrained,
+        transform_input=False,  # done by InputTransform, whose buffers are saved
         init_weights=not pretrained,
         blocks=[BasicConv2d, partial(Inception, conv_block=BasicConv2d), InceptionAux],
     )
@@ -95,4 +115,4 @@ def inception(
     resize = nn.Identity()
     if input_size != 64:
         resize = nn.Upsample(size=(input_size, input_size), mode="bilinear", align_corners=False)
-    return nn.Sequential(OrderedDict(resize=resize, net=net))
+    return nn.Sequential(OrderedDict(transform=InputTransform(pretrained), resize=resize, net=net))
