@@ -1,0 +1,345 @@
+"""Figures and tables from the data and from run records, for the notebooks and `lab figures`.
+
+Every figure is a matplotlib `Figure` built without pyplot (rendered by Agg, no window, no global
+state): a notebook shows the one a cell returns, `make_figures` writes PNGs atomically.
+"""
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from lab import data, runs
+from lab.study import STUDY
+
+SPLITS = ("train", "val", "test")
+SALIENCY_METHODS = ("saliency", "smoothgrad", "integrated_gradients", "gradcam")
+
+
+# ----------------------------------------------------------------------------- data
+def is_grayscale(images: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Per image: whether R == G == B everywhere (a grayscale JPEG decoded to RGB)."""
+    flags = [
+        (part[..., 0] == part[..., 1]).all((1, 2)) & (part[..., 1] == part[..., 2]).all((1, 2))
+        for part in (np.asarray(images[i : i + chunk]) for i in range(0, len(images), chunk))
+    ]
+    return np.concatenate(flags) if flags else np.zeros(0, bool)
+
+
+def split_summary(splits: dict[str, data.Split]) -> pd.DataFrame:
+    """Images, classes and the share of grayscale images in each split."""
+    return pd.DataFrame(
+        [
+            {
+                "split": name,
+                "images": len(split.labels),
+                "classes": len(set(split.labels.tolist()) - {-1}),
+                "grayscale_%": 100 * is_grayscale(split.images).mean() if len(split.labels) else 0,
+            }
+            for name, split in splits.items()
+        ]
+    ).set_index("split")
+
+
+def samples_figure(split: data.Split, count: int = 16, seed: int = 0) -> Figure:
+    """A grid of random images of a split, titled with their class names."""
+    if count < 1:
+        raise ValueError(f"samples must be at least 1, got {count}")
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(len(split.labels), min(count, len(split.labels)), replace=False))
+    cols = min(8, len(chosen))
+    rows = -(-len(chosen) // cols)
+    fig = Figure(figsize=(1.6 * cols, 1.8 * rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, index in zip(axes, chosen, strict=False):
+        ax.imshow(split.images[index])
+        label = split.labels[index]
+        ax.set_title(split.names[label] if label >= 0 else split.files[index], fontsize=7)
+    return fig
+
+
+def mean_image_figure(stats: dict[str, np.ndarray]) -> Figure:
+    """The train mean image (what the study's per-pixel mean subtraction removes), per channel."""
+    mean = stats["mean_image"]
+    fig = Figure(figsize=(10, 2.6), layout="constrained")
+    axes = fig.subplots(1, 4)
+    axes[0].imshow(mean.clip(0, 255).astype(np.uint8))
+    axes[0].set_title("mean image")
+    for ax, channel, name in zip(axes[1:], range(3), "RGB", strict=True):
+        shown = ax.imshow(mean[..., channel], cmap="gray")
+        ax.set_title(
+            f"{name}: mean {stats['mean_channel'][channel]:.1f}, "
+            f"std {stats['std_channel'][channel]:.1f}",
+            fontsize=8,
+        )
+        fig.colorbar(shown, ax=ax, shrink=0.8)
+    for ax in axes:
+        ax.axis("off")
+    return fig
+
+
+def class_balance_figure(splits: dict[str, data.Split]) -> Figure:
+    """Images per class in each labeled split (sorted), to see how balanced the classes are."""
+    labeled = {name: s for name, s in splits.items() if len(s.labels) and s.labels.min() >= 0}
+    fig = Figure(figsize=(4 * len(labeled), 3), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(labeled), squeeze=False)).ravel()
+    for ax, (name, split) in zip(axes, labeled.items(), strict=True):
+        counts = np.sort(np.bincount(split.labels, minlength=len(split.wnids)))
+        ax.bar(np.arange(len(counts)), counts, width=1.0)
+        ax.set(
+            title=f"{name}: {counts.min()}-{counts.max()} a class",
+            xlabel="class (sorted)",
+            ylabel="images",
+        )
+    return fig
+
+
+# ----------------------------------------------------------------------------- runs and tables
+def finished_runs(runs_root: str | Path) -> pd.DataFrame:
+    """The finished runs under a runs root; ValueError when there is none."""
+    table = runs.load_runs(Path(runs_root))
+    finished = table[table["status"] == "finished"]
+    if finished.empty:
+        raise ValueError(f"{runs_root}: no finished runs (try `lab sweep --preset quick`)")
+    return finished.reset_index(drop=True)
+
+
+def best_runs(table: pd.DataFrame) -> pd.DataFrame:
+    """Each model's finished run with the best final val top-1 (chosen on val, never test)."""
+    finished = table[table["status"] == "finished"]
+    best = finished.sort_values("val_top1", ascending=False, kind="stable")
+    return best.drop_duplicates("model").sort_values("model").reset_index(drop=True)
+
+
+def study_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Each model's best run beside the study's train/val/test top-1, and the gap (ours - study)."""
+    best = best_runs(table).set_index("model")
+    rows = []
+    for model in [*STUDY, *(m for m in best.index if m not in STUDY)]:
+        ours = best.loc[model] if model in best.index else None
+        study = STUDY.get(model)
+        row = {"model": model, "run": None if ours is None else ours["run"]}
+        for i, split in enumerate(SPLITS):
+            mine = np.nan if ours is None else float(ours[f"{split}_top1"])
+            theirs = np.nan if study is None else study[i]
+            row.update(
+                {f"{split}_top1": mine, f"study_{split}": theirs, f"gap_{split}": mine - theirs}
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def split_table(summary: dict) -> pd.DataFrame:
+    """A run's final top-1 and top-5 (%) per split."""
+    return pd.DataFrame(
+        {k: [summary.get(f"{s}_{k}") for s in SPLITS] for k in ("top1", "top5")},
+        index=list(SPLITS),
+    )
+
+
+def run_test_split(run_dir: str | Path) -> tuple[data.Split, dict]:
+    """The test split a run was evaluated on (its classes, in its label order) and its config."""
+    config = runs.read_json(Path(run_dir) / "config.json")
+    split = data.load_split(
+        "test",
+        source=config["data"] or None,
+        cache_dir=config["cache_dir"] or None,
+        classes=config["classes"],
+    )
+    return split, config
+
+
+def pick_runs(runs_root: str | Path, run_dirs: Sequence[str | Path] = ()) -> list[Path]:
+    """The given run folders (checked), or else the best run of each model under runs_root."""
+    chosen = [Path(p) for p in run_dirs]
+    if not chosen:
+        chosen = [Path(p) for p in best_runs(finished_runs(runs_root))["path"]]
+    for path in chosen:
+        if not (path / "checkpoint.pt").exists() or not (path / "predictions.csv").exists():
+            raise ValueError(f"{path}: not a finished run folder (no checkpoint.pt or predictions)")
+    return chosen
+
+
+def pick_images(run_dir: str | Path, correct: int = 2, wrong: int = 2) -> list[int]:
+    """Test indices: the run's most confident right and most confident wrong predictions."""
+    predictions = pd.read_csv(Path(run_dir) / "predictions.csv")
+    predictions = predictions.sort_values("confidence", ascending=False, kind="stable")
+    hit = predictions["label"] == predictions["pred"]
+    return [*predictions[hit]["index"].head(correct), *predictions[~hit]["index"].head(wrong)]
+
+
+def predictions_table(run_dirs: Sequence[str | Path], indices: Sequence[int]) -> pd.DataFrame:
+    """For chosen test images: file, true class and each run's predicted class."""
+    split, _ = run_test_split(run_dirs[0])
+    table = pd.DataFrame(
+        {
+            "index": list(indices),
+            "file": [split.files[i] for i in indices],
+            "true": [split.names[split.labels[i]] for i in indices],
+        }
+    )
+    for run_dir in run_dirs:
+        predictions = pd.read_csv(Path(run_dir) / "predictions.csv").set_index("index")
+        names = run_test_split(run_dir)[0].names
+        table[Path(run_dir).name] = [names[predictions.loc[i, "pred"]] for i in indices]
+    return table
+
+
+# ----------------------------------------------------------------------------- figures
+def accuracy_figure(table: pd.DataFrame) -> Figure:
+    """Grouped bars per model: our best run's train/val/test top-1 beside the study's (hatched)."""
+    rows = study_table(table)
+    fig = Figure(figsize=(max(6.0, 1.5 * len(rows)), 4), layout="constrained")
+    ax = fig.subplots()
+    x, width = np.arange(len(rows)), 0.13
+    colours = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
+    for i, split in enumerate(SPLITS):
+        offset = (2 * i - 2.5) * width
+        ax.bar(
+            x + offset, rows[f"{split}_top1"], width, color=colours[split], label=f"ours {split}"
+        )
+        ax.bar(
+            x + offset + width,
+            rows[f"study_{split}"],
+            width,
+            color=colours[split],
+            alpha=0.35,
+            hatch="//",
+            label=f"study {split}",
+        )
+    ax.set_xticks(x, rows["model"], rotation=20)
+    ax.set(ylabel="top-1 accuracy (%)", title="Best run per model (solid) and the study (hatched)")
+    ax.legend(ncols=3, fontsize="small")
+    return fig
+
+
+def curves_figure(run_dirs: Sequence[str | Path]) -> Figure:
+    """Learning curves of runs: train loss; val top-1 (solid) and train top-1 (dotted) by epoch."""
+    fig = Figure(figsize=(12, 4), layout="constrained")
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    for run_dir in run_dirs:
+        path = Path(run_dir) / "metrics.csv"
+        if not path.exists():
+            continue
+        metrics = pd.read_csv(path)
+        (line,) = loss_ax.plot(metrics["epoch"], metrics["train_loss"], marker=".")
+        colour = line.get_color()
+        acc_ax.plot(
+            metrics["epoch"],
+            metrics["val_top1"],
+            marker=".",
+            color=colour,
+            label=Path(run_dir).name,
+        )
+        acc_ax.plot(metrics["epoch"], metrics["train_top1"], ls=":", color=colour)
+    loss_ax.set(xlabel="epoch", ylabel="train loss", title="Training loss")
+    acc_ax.set(xlabel="epoch", ylabel="top-1 (%)", title="Val top-1 (solid), train top-1 (dotted)")
+    acc_ax.legend(fontsize="small")
+    return fig
+
+
+def mistakes_figure(run_dir: str | Path, count: int = 8) -> Figure:
+    """The run's most confident test mistakes, titled with true and predicted class names."""
+    predictions = pd.read_csv(Path(run_dir) / "predictions.csv")
+    wrong = predictions[predictions["label"] != predictions["pred"]]
+    wrong = wrong.sort_values("confidence", ascending=False, kind="stable").head(count)
+    split, _ = run_test_split(run_dir)
+    fig = Figure(figsize=(1.8 * max(1, len(wrong)), 2.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, max(1, len(wrong)), squeeze=False)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, row in zip(axes, wrong.itertuples(), strict=False):
+        ax.imshow(split.images[row.index])
+        true, pred = split.names[row.label], split.names[row.pred]
+        ax.set_title(f"true: {true}\npred: {pred} ({row.confidence:.2f})", fontsize=7)
+    return fig
+
+
+def check_methods(methods: Sequence[str]) -> list[str]:
+    """The attribution methods, checked against lab.explain's (imports captum)."""
+    from lab import explain
+
+    unknown = [m for m in methods if m not in explain.METHODS]
+    if unknown or not methods:
+        raise ValueError(f"methods {list(methods)}: choose one or more of {explain.METHODS}")
+    return list(methods)
+
+
+def saliency_figure(
+    run_dirs: Sequence[str | Path],
+    indices: Sequence[int],
+    methods: Sequence[str] = SALIENCY_METHODS,
+) -> Figure:
+    """Attribution maps for the predicted class: a row per (test image, run), a column per
+    method, so each image reads across models. A red title marks a wrong prediction."""
+    import torch
+
+    from lab import explain
+
+    methods = check_methods(methods)
+    loaded = []
+    for run_dir in run_dirs:
+        split, config = run_test_split(run_dir)
+        stats = data.load_stats(
+            cache_dir=config["cache_dir"] or None, source=config["data"] or None
+        )
+        mean, scale = data.normalizer(stats, config["normalize"])
+        loaded.append((Path(run_dir).name, split, explain.load_model(run_dir)[0], mean, scale))
+    size = len(loaded[0][1].labels)
+    bad = [i for i in indices if not 0 <= i < size]
+    if bad:
+        raise ValueError(f"images {bad}: test indices run from 0 to {size - 1}")
+    rows = [(index, run) for index in indices for run in loaded]
+    fig = Figure(figsize=(1.7 * (len(methods) + 1), 1.9 * len(rows)), layout="constrained")
+    axes = fig.subplots(len(rows), len(methods) + 1, squeeze=False)
+    for (index, (name, split, model, mean, scale)), row_axes in zip(rows, axes, strict=True):
+        image = np.asarray(split.images[index])
+        x = explain.inputs(image[None], mean, scale)
+        with torch.no_grad():
+            pred = int(model(x).argmax(1))
+        label = int(split.labels[index])
+        row_axes[0].imshow(image)
+        row_axes[0].set_title(
+            f"{name}\ntrue: {split.names[label]}\npred: {split.names[pred]}",
+            fontsize=6,
+            color="black" if pred == label else "red",
+        )
+        for ax, method in zip(row_axes[1:], methods, strict=True):
+            ax.imshow(explain.overlay(image, explain.attribute(model, x, pred, method)[0]))
+            ax.set_title(method, fontsize=7)
+    for ax in axes.flat:
+        ax.axis("off")
+    return fig
+
+
+# ----------------------------------------------------------------------------- writing
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Write a figure as PNG to a temporary name beside `path`, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=120)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def make_figures(runs_root: str | Path, out_dir: str | Path) -> list[Path]:
+    """Write accuracy.png, curves.png and saliency.png (the best-val run) for a runs root."""
+    table = finished_runs(runs_root)
+    top = Path(best_runs(table).sort_values("val_top1", ascending=False)["path"].iloc[0])
+    figures = {
+        "accuracy.png": accuracy_figure(table),
+        "curves.png": curves_figure(table["path"]),
+        "saliency.png": saliency_figure([top], pick_images(top)),
+    }
+    return [save_figure(fig, Path(out_dir) / name) for name, fig in figures.items()]

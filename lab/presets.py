@@ -1,0 +1,133 @@
+"""Named experiment presets: Config overrides shared by all models plus per-model overrides.
+
+quick:  all six study models on a 10-class CPU subset; the whole sweep takes about 15 minutes on
+        2 cores and every model ends far above chance (10%). Test = the official val images.
+paper:  the study's settings on the full data (SGD 0.9, lr 0.1, batch 256, wd 1e-4, 5 epochs,
+        200 classes, per-pixel mean); meant for a GPU.
+best:   our recipe per model, meant to beat each study row on a GPU in minutes: one-cycle lr with
+        warmup, label smoothing 0.1, crop+flip, no decay on norm/bias, more epochs.
+"""
+
+import dataclasses
+from typing import Any
+
+from lab.models import model_names
+from lab.study import STUDY_MODELS
+from lab.train import Config, check_config
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {
+        "models": STUDY_MODELS,
+        "config": {
+            "classes": 10,
+            "per_class": 300,
+            "epochs": 4,
+            "batch_size": 64,
+            "lr": 0.05,
+            "schedule": "cosine",
+            "augment": "flip",
+            "normalize": "channel",
+            "train_eval_size": 1000,
+            "device": "cpu",
+        },
+        "per_model": {
+            "baseline": {},
+            "alexnet_reduced": {},
+            "vgg_reduced": {},
+            "inception": {},
+            "resnet20": {},
+            "squeezenet": {},
+        },
+    },
+    "paper": {
+        "models": STUDY_MODELS,
+        "config": {
+            "classes": 200,
+            "per_class": 0,
+            "epochs": 5,
+            "batch_size": 256,
+            "lr": 0.1,
+            "momentum": 0.9,
+            "weight_decay": 1e-4,
+            "schedule": "constant",
+            "normalize": "pixel",
+        },
+        "per_model": {},
+    },
+    "best": {
+        "models": [*STUDY_MODELS, "resnet18"],
+        "config": {
+            "classes": 200,
+            "per_class": 0,
+            "epochs": 30,
+            "batch_size": 256,
+            "lr": 0.2,
+            "momentum": 0.9,
+            "weight_decay": 5e-4,
+            "schedule": "onecycle",
+            "warmup_epochs": 2.0,
+            "label_smoothing": 0.1,
+            "augment": "crop_flip",
+            "no_decay_norm_bias": True,
+            "normalize": "channel",
+        },
+        "per_model": {
+            "alexnet_reduced": {"lr": 0.05, "grad_clip": 5.0},
+            "vgg_reduced": {"lr": 0.05, "epochs": 20},
+            "squeezenet": {"lr": 0.1, "weight_decay": 1e-4},
+        },
+        # Applied only when a weights file is given: fine-tune the ImageNet GoogLeNet upsampled.
+        "with_weights": {
+            "inception": {
+                "pretrained": True,
+                "input_size": 128,
+                "lr": 0.02,
+                "backbone_lr": 0.005,
+                "epochs": 8,
+                "normalize": "channel",
+            },
+        },
+    },
+}
+
+CONFIG_FIELDS = [field.name for field in dataclasses.fields(Config)]
+# train.ipynb's parameters: every Config field, the run's folder name as `run_name`
+TRAIN_PARAMETERS = tuple("run_name" if name == "name" else name for name in CONFIG_FIELDS)
+
+
+def preset_config(preset: str, model: str, **overrides: Any) -> Config:
+    """The Config for `model` under `preset` ("" = Config defaults), then `overrides` on top."""
+    if preset and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    if model not in model_names():
+        raise ValueError(f"unknown model {model!r}; choose from {', '.join(model_names())}")
+    check_types(overrides)
+    values: dict[str, Any] = {}
+    if preset:
+        spec = PRESETS[preset]
+        values.update(spec["config"], **spec["per_model"].get(model, {}))
+        if overrides.get("weights"):
+            values.update(spec.get("with_weights", {}).get(model, {}))
+        values["preset"] = preset
+    values.update(overrides, model=model)
+    config = Config(**values)
+    check_config(config)
+    return config
+
+
+def check_types(values: dict[str, Any]) -> None:
+    """Raise ValueError for a name that is no Config field or a value of the wrong type."""
+    defaults = Config()
+    for name, value in values.items():
+        if name not in CONFIG_FIELDS:
+            raise ValueError(f"unknown Config field {name!r}")
+        kind = type(getattr(defaults, name))
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if not (ok or (kind is float and type(value) is int)):
+            raise ValueError(f"{name} must be of type {kind.__name__}, got {value!r}")
+
+
+def config_from_parameters(params: dict[str, Any]) -> Config:
+    """The Config of train.ipynb's parameters: None = the preset's value, else Config's."""
+    values = {"name" if k == "run_name" else k: v for k, v in params.items() if v is not None}
+    return preset_config(values.pop("preset", ""), values.pop("model", Config.model), **values)
