@@ -25,7 +25,10 @@ if table.empty:
     st.stop()
 
 usable = table[table["status"] != "broken"]
-default = common.compare_selection(usable) or list(usable["run"][:3])
+# finished runs first, then running ones: the failed rarely have curves worth a look
+order = {"finished": 0, "running": 1}
+ranked = usable.sort_values("status", key=lambda s: s.map(order).fillna(2), kind="stable")
+default = common.compare_selection(usable) or list(ranked["run"][:3])
 picked = st.multiselect("Runs", list(usable["run"]), default=default, key="curves_runs")
 left, middle, right = st.columns(3)
 x_axis = left.radio("x axis", ["epoch", "wall time (s)"], horizontal=True, key="curves_x")
