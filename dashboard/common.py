@@ -73,15 +73,15 @@ def run_model(path: str):
 
 @st.cache_resource(show_spinner="Reading the data cache", max_entries=16)
 def split_of(source: str, cache_dir: str, classes: int, split: str) -> data.Split:
-    """A memory-mapped split as a run saw it (shared: no copy of the arrays)."""
+    """A memory-mapped split as a run saw it (shared: no copy of the arrays); classes 0 = all."""
     return data.load_split(
-        split, source=source or None, cache_dir=cache_dir or None, classes=classes
+        split, source=source or None, cache_dir=cache_dir or None, classes=classes or None
     )
 
 
 def run_split(config: dict, split: str = "test") -> data.Split:
     """The split a run (config.json as a dict) was evaluated on."""
-    return split_of(config["data"], config["cache_dir"], int(config["classes"]), split)
+    return split_of(config["data"], config["cache_dir"], int(config["classes"] or 0), split)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
