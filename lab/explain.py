@@ -12,6 +12,7 @@ from captum.attr import (
     Occlusion,
     Saliency,
 )
+from matplotlib import colormaps
 from torch import nn
 
 from lab.train import Config, load_checkpoint_model
@@ -99,12 +100,10 @@ def inputs(images: np.ndarray, mean: torch.Tensor, scale: torch.Tensor) -> torch
 
 def overlay(image: np.ndarray, attr: np.ndarray | torch.Tensor, alpha: float = 0.5) -> np.ndarray:
     """RGB uint8 blend of a uint8 HWC image with a heat map of a non-negative (H, W) map."""
-    import matplotlib
-
     attr = np.asarray(attr, dtype=np.float32)
     # scale by the 99th percentile so a few extreme pixels do not wash out the rest
     top = np.percentile(attr, 99)
     heat = np.clip(attr / top, 0, 1) if top > 0 else np.zeros_like(attr)
-    colours = matplotlib.colormaps["inferno"](heat)[..., :3] * 255
+    colours = colormaps["inferno"](heat)[..., :3] * 255
     blended = (1 - alpha) * image.astype(np.float32) + alpha * colours
     return blended.round().astype(np.uint8)
