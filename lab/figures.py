@@ -150,7 +150,7 @@ def run_test_split(run_dir: str | Path) -> tuple[data.Split, dict]:
         "test",
         source=config["data"] or None,
         cache_dir=config["cache_dir"] or None,
-        classes=config["classes"],
+        classes=config["classes"] or None,
     )
     return split, config
 
@@ -214,8 +214,9 @@ def accuracy_figure(table: pd.DataFrame) -> Figure:
             label=f"study {split}",
         )
     ax.set_xticks(x, rows["model"], rotation=20)
-    ax.set(ylabel="top-1 accuracy (%)", title="Best run per model (solid) and the study (hatched)")
-    ax.legend(ncols=3, fontsize="small")
+    ax.set(ylabel="top-1 accuracy (%)", ylim=(0, 100))
+    ax.set_title("Best run per model (solid) and the study (hatched)")
+    fig.legend(loc="outside right upper", fontsize="small")
     return fig
 
 
@@ -283,35 +284,38 @@ def saliency_figure(
     from lab import explain
 
     methods = check_methods(methods)
-    loaded = []
+    indices = list(indices)
+    panels = {}  # run name -> (images, labels, preds, class names, {method: maps})
     for run_dir in run_dirs:
         split, config = run_test_split(run_dir)
+        bad = [i for i in indices if not 0 <= i < len(split.labels)]
+        if bad:
+            raise ValueError(f"images {bad}: test indices run from 0 to {len(split.labels) - 1}")
         stats = data.load_stats(
             cache_dir=config["cache_dir"] or None, source=config["data"] or None
         )
         mean, scale = data.normalizer(stats, config["normalize"])
-        loaded.append((Path(run_dir).name, split, explain.load_model(run_dir)[0], mean, scale))
-    size = len(loaded[0][1].labels)
-    bad = [i for i in indices if not 0 <= i < size]
-    if bad:
-        raise ValueError(f"images {bad}: test indices run from 0 to {size - 1}")
-    rows = [(index, run) for index in indices for run in loaded]
+        model = explain.load_model(run_dir)[0]
+        images = np.asarray(split.images[indices])
+        x = explain.inputs(images, mean, scale)
+        with torch.no_grad():
+            preds = model(x).argmax(1)
+        maps = {method: explain.attribute(model, x, preds, method) for method in methods}
+        panels[Path(run_dir).name] = (images, split.labels[indices], preds, split.names, maps)
+    rows = [(i, name) for i in range(len(indices)) for name in panels]
     fig = Figure(figsize=(1.7 * (len(methods) + 1), 1.9 * len(rows)), layout="constrained")
     axes = fig.subplots(len(rows), len(methods) + 1, squeeze=False)
-    for (index, (name, split, model, mean, scale)), row_axes in zip(rows, axes, strict=True):
-        image = np.asarray(split.images[index])
-        x = explain.inputs(image[None], mean, scale)
-        with torch.no_grad():
-            pred = int(model(x).argmax(1))
-        label = int(split.labels[index])
-        row_axes[0].imshow(image)
+    for (i, name), row_axes in zip(rows, axes, strict=True):
+        images, labels, preds, names, maps = panels[name]
+        label, pred = int(labels[i]), int(preds[i])
+        row_axes[0].imshow(images[i])
         row_axes[0].set_title(
-            f"{name}\ntrue: {split.names[label]}\npred: {split.names[pred]}",
+            f"{name}\ntrue: {names[label]}\npred: {names[pred]}",
             fontsize=6,
             color="black" if pred == label else "red",
         )
         for ax, method in zip(row_axes[1:], methods, strict=True):
-            ax.imshow(explain.overlay(image, explain.attribute(model, x, pred, method)[0]))
+            ax.imshow(explain.overlay(images[i], maps[method][i]))
             ax.set_title(method, fontsize=7)
     for ax in axes.flat:
         ax.axis("off")

@@ -42,7 +42,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
         "models": STUDY_MODELS,
         "config": {
-            "classes": 200,
+            "classes": 0,
             "per_class": 0,
             "epochs": 5,
             "batch_size": 256,
@@ -57,7 +57,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "best": {
         "models": [*STUDY_MODELS, "resnet18"],
         "config": {
-            "classes": 200,
+            "classes": 0,
             "per_class": 0,
             "epochs": 30,
             "batch_size": 256,

@@ -1,0 +1,102 @@
+"""Figures and tables from run records: study comparison, PNGs written atomically."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lab import data, figures, runs
+from lab.study import STUDY
+from lab.train import Config, fit
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def runs_root(tiny_archive: Path, tiny_cache: Path, tmp_path_factory) -> Path:
+    """A runs root with one finished tiny run and one failed record."""
+    root = tmp_path_factory.mktemp("fig_runs")
+    fit(
+        Config(
+            model="baseline",
+            epochs=1,
+            batch_size=32,
+            device="cpu",
+            data=str(tiny_archive),
+            cache_dir=str(tiny_cache),
+            runs_root=str(root),
+            name="ok",
+            quiet=True,
+        )
+    )
+    runs.write_json(root / "bad" / "config.json", {"model": "vgg_reduced"})
+    runs.write_json(root / "bad" / "summary.json", {"status": "failed", "error": "boom"})
+    return root
+
+
+def test_make_figures_writes_pngs(runs_root: Path, tmp_path: Path) -> None:
+    paths = figures.make_figures(runs_root, tmp_path / "out")
+    assert [p.name for p in paths] == ["accuracy.png", "curves.png", "saliency.png"]
+    for path in paths:
+        assert path.read_bytes()[:8] == PNG
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in paths)
+
+
+def test_make_figures_needs_a_finished_run(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no finished runs"):
+        figures.make_figures(tmp_path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_study_table_takes_the_best_val_run_and_the_gap() -> None:
+    table = pd.DataFrame(
+        [
+            {"run": "a", "model": "resnet20", "status": "finished", "train_top1": 70.0,
+             "val_top1": 50.0, "test_top1": 49.0},
+            {"run": "b", "model": "resnet20", "status": "finished", "train_top1": 60.0,
+             "val_top1": 56.0, "test_top1": 50.0},
+            {"run": "c", "model": "resnet20", "status": "failed", "train_top1": 99.0,
+             "val_top1": 99.0, "test_top1": 99.0},
+            {"run": "d", "model": "resnet18", "status": "finished", "train_top1": 90.0,
+             "val_top1": 60.0, "test_top1": 59.0},
+        ]
+    )  # fmt: skip
+    rows = figures.study_table(table).set_index("model")
+    assert list(rows.index) == [*STUDY, "resnet18"]
+    assert rows.loc["resnet20", "run"] == "b"  # chosen on val, never on test
+    assert rows.loc["resnet20", "gap_test"] == pytest.approx(50.0 - STUDY["resnet20"][2])
+    assert np.isnan(rows.loc["squeezenet", "study_test"])  # the study gives no numbers
+    assert np.isnan(rows.loc["baseline", "test_top1"])  # no run of ours
+    assert np.isnan(rows.loc["resnet18", "gap_val"]) and rows.loc["resnet18", "val_top1"] == 60
+
+
+def test_is_grayscale() -> None:
+    images = np.zeros((3, 64, 64, 3), np.uint8)
+    images[1, 5, 5] = (10, 10, 11)
+    images[2] = 7
+    assert figures.is_grayscale(images).tolist() == [True, False, True]
+
+
+def test_split_summary_counts_grayscale(tiny_cache: Path) -> None:
+    splits = {s: data.load_split(s, cache_dir=tiny_cache) for s in data.SPLITS}
+    table = figures.split_summary(splits)
+    assert table.loc["train", "images"] == len(splits["train"].labels)
+    assert table.loc["test", "classes"] == 4
+    assert 5 < table.loc["train", "grayscale_%"] < 25  # the fixture makes 1 image in 7 gray
+
+
+def test_pick_images_right_then_wrong(runs_root: Path) -> None:
+    predictions = pd.read_csv(runs_root / "ok" / "predictions.csv").set_index("index")
+    picked = figures.pick_images(runs_root / "ok", correct=2, wrong=2)
+    hits = [predictions.loc[i, "label"] == predictions.loc[i, "pred"] for i in picked]
+    assert hits == sorted(hits, reverse=True) and len(picked) <= 4
+
+
+def test_saliency_figure_rejects_bad_input(runs_root: Path) -> None:
+    with pytest.raises(ValueError, match="choose one or more of"):
+        figures.saliency_figure([runs_root / "ok"], [0], ["lime"])
+    with pytest.raises(ValueError, match="test indices run from 0 to 39"):
+        figures.saliency_figure([runs_root / "ok"], [40], ["saliency"])
+    with pytest.raises(ValueError, match="not a finished run folder"):
+        figures.pick_runs(runs_root, [runs_root / "bad"])

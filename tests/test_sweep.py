@@ -1,0 +1,173 @@
+"""Presets, the notebooks' parameter check, and papermill sweeps on tiny data."""
+
+import json
+from pathlib import Path
+
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+
+from lab import runs
+from lab.models import model_names
+from lab.presets import PRESETS, config_from_parameters, preset_config
+from lab.study import STUDY_MODELS
+from lab.sweep import ENV_PARAMETERS, default_kernel, notebook_parameters, sweep
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_every_preset_model_has_a_valid_config(preset: str) -> None:
+    spec = PRESETS[preset]
+    assert set(spec["per_model"]) <= set(spec["models"]) <= set(model_names())
+    for model in spec["models"]:
+        config = preset_config(preset, model)
+        assert (config.model, config.preset) == (model, preset)
+
+
+def test_presets_cover_the_study() -> None:
+    assert PRESETS["quick"]["models"] == STUDY_MODELS
+    assert set(STUDY_MODELS) | {"resnet18"} <= set(PRESETS["best"]["models"])
+    paper = preset_config("paper", "resnet20")
+    assert (paper.lr, paper.batch_size, paper.momentum, paper.weight_decay, paper.epochs) == (
+        0.1,
+        256,
+        0.9,
+        1e-4,
+        5,
+    )
+    assert paper.classes == 0 and paper.per_class == 0  # all 200 classes, all images
+    quick = preset_config("quick", "baseline")
+    assert quick.device == "cpu" and 0 < quick.classes <= 20
+
+
+def test_best_inception_is_pretrained_only_with_weights() -> None:
+    assert not preset_config("best", "inception").pretrained
+    tuned = preset_config("best", "inception", weights="/some/googlenet.pth")
+    assert tuned.pretrained and tuned.weights == "/some/googlenet.pth"
+
+
+def test_overrides_win_and_none_means_preset() -> None:
+    config = config_from_parameters(
+        {"preset": "quick", "model": "squeezenet", "epochs": 1, "lr": None, "run_name": "x"}
+    )
+    assert (config.epochs, config.name) == (1, "x")
+    assert config.lr == preset_config("quick", "squeezenet").lr
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"model": "nope"}, "unknown model 'nope'"),
+        ({"preset": "fast"}, "unknown preset 'fast'"),
+        ({"epochs": "2"}, "epochs must be of type int"),
+        ({"augment": "rotate"}, "augment must be one of"),
+        ({"lr": -0.1}, "lr must be positive"),
+        ({"flag": True}, "unknown Config field 'flag'"),
+    ],
+)
+def test_bad_parameters_fail_clearly(params: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        config_from_parameters({"model": "baseline", **params})
+
+
+def test_notebook_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
+    namespace = {"runs_root": "../runs", "out_dir": "../figures", "In": ["", "x = 1"]}
+    expected = {"runs_root": "../runs", "out_dir": "../figures"}
+    assert notebook_parameters("compare", namespace) == expected
+    monkeypatch.setenv(ENV_PARAMETERS, json.dumps({"compare": {"out_dir": "/tmp/f"}}))
+    assert notebook_parameters("compare", namespace)["out_dir"] == "/tmp/f"
+    # papermill's injected cell names an unknown parameter: a clear error, not a warning
+    injected = {**namespace, "In": ["", '# Parameters\nruns_root = "r"\nrun_root = "r"\n']}
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) run_root; it takes runs_root"):
+        notebook_parameters("compare", injected)
+    monkeypatch.setenv(ENV_PARAMETERS, json.dumps({"compare": {"outdir": "x"}}))
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) outdir"):
+        notebook_parameters("compare", namespace)
+    monkeypatch.setenv(ENV_PARAMETERS, "[1]")
+    with pytest.raises(ValueError, match=ENV_PARAMETERS):
+        notebook_parameters("compare", namespace)
+
+
+def test_default_kernel_runs_this_interpreter() -> None:
+    import sys
+
+    argv0 = KernelSpecManager().get_kernel_spec(default_kernel()).argv[0]
+    # jupyter_client launches a bare "python"/"python3" as sys.executable
+    assert argv0 in ("python", "python3", f"python3.{sys.version_info[1]}", sys.executable)
+
+
+def tiny(tiny_archive: Path, tiny_cache: Path, **extra) -> dict:
+    """Overrides that make any preset a run of seconds on the tiny archive."""
+    return {
+        "data": str(tiny_archive),
+        "cache_dir": str(tiny_cache),
+        "classes": 0,
+        "per_class": 0,
+        "epochs": 1,
+        "batch_size": 32,
+        "device": "cpu",
+        "quiet": True,
+        **extra,
+    }
+
+
+def test_unknown_model_fails_before_any_run(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
+        sweep("quick", ["baseline", "nope"], runs_root=tmp_path, progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_notebook_that_cannot_start_is_recorded(tiny_archive: Path, tiny_cache: Path, tmp_path):
+    table = sweep(
+        "quick",
+        ["baseline"],
+        runs_root=tmp_path,
+        overrides=tiny(tiny_archive, tiny_cache),
+        kernel_name="no-such-kernel",
+        progress=False,
+    )
+    assert table["status"].tolist() == ["failed", "failed"]  # the run, then compare
+    record = runs.load_runs(tmp_path).set_index("run").loc["quick-baseline"]
+    assert record["status"] == "failed" and "NoSuchKernel" in record["error"]
+    assert record["cfg_epochs"] == 1
+
+
+@pytest.mark.timeout(400)
+def test_sweep_records_failures_goes_on_and_skips_finished(
+    tiny_archive: Path, tiny_cache: Path, tmp_path: Path
+) -> None:
+    # freeze_backbone is an inception option: squeezenet's build fails inside fit
+    first = sweep(
+        "quick",
+        ["squeezenet", "inception"],
+        runs_root=tmp_path,
+        overrides=tiny(tiny_archive, tiny_cache, freeze_backbone=True),
+        progress=False,
+    ).set_index("run")
+    assert first["status"].to_dict() == {
+        "quick-squeezenet": "failed",
+        "quick-inception": "finished",
+        "compare": "finished",
+    }
+    failed = runs.read_json(tmp_path / "quick-squeezenet" / "summary.json")
+    assert failed["status"] == "failed" and "freeze_backbone" in failed["error"]
+    assert (tmp_path / "quick-squeezenet" / "train.ipynb").exists()  # the debugging record
+    assert (tmp_path / "figures" / "accuracy.png").exists()
+    finished = runs.read_json(tmp_path / "quick-inception" / "summary.json")
+
+    # fixed overrides: the failed run starts afresh, the finished one is skipped
+    second = sweep(
+        "quick",
+        ["squeezenet", "inception", "baseline"],
+        runs_root=tmp_path,
+        overrides=tiny(tiny_archive, tiny_cache),
+        progress=False,
+    ).set_index("run")
+    assert second["status"].to_dict() == {
+        "quick-squeezenet": "finished",
+        "quick-inception": "skipped",
+        "quick-baseline": "finished",
+        "compare": "finished",
+    }
+    assert runs.read_json(tmp_path / "quick-inception" / "summary.json") == finished
+    table = runs.load_runs(tmp_path)
+    assert (table["status"] == "finished").sum() == 3
+    assert 0 <= second.loc["quick-baseline", "test_top1"] <= 100
