@@ -1,0 +1,628 @@
+"""Tiny ImageNet data: find or download the archive, decode it once into a memory-mapped cache,
+split it, compute its statistics and serve normalized, augmented batches as tensors.
+
+The cache (default data_dir()/cache) holds, per split, `<split>_images.npy` (uint8 N,64,64,3),
+`<split>_labels.npy` (int64) and `<split>_files.txt`, plus `stats.npz` and `meta.json`
+(classes, names, counts, source fingerprint). It is built in a temporary folder and renamed into
+place, so a cache folder with a meta.json is always complete.
+"""
+
+import fcntl
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import time
+import urllib.request
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.io import ImageReadMode, decode_jpeg
+from tqdm import tqdm
+
+URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+MD5 = "90528d7ca1a48142e341f4ef8d21d0de"  # of the official archive at URL
+SPLITS = ("train", "val", "test", "challenge")
+AUGMENTS = ("none", "flip", "crop_flip")
+SIZE = 64  # every image is SIZE x SIZE RGB
+PAD = 4  # crop_flip pads by this many zero pixels, then crops SIZE x SIZE back
+VAL_EVERY = 10  # val holds out 1 in VAL_EVERY of each class's official train images
+SPLIT_SEED = 0
+CACHE_VERSION = 1
+CHUNK = 500  # images per decoding job
+
+
+class DataError(Exception):
+    """A data file is missing or broken; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Split:
+    images: np.ndarray  # uint8 (N, 64, 64, 3), memory-mapped when the whole split is taken
+    labels: np.ndarray  # int64 (N,), in 0..len(wnids)-1 ; -1 for challenge
+    wnids: list[str]  # class id per label index (subset order)
+    names: list[str]  # human names per label index (first name from words.txt)
+    files: list[str]  # source file name per image, e.g. "val_12.JPEG"
+
+
+# ----------------------------------------------------------------------------- locating
+def data_dir() -> Path:
+    """$LAB_DATA_DIR, or ~/.cache/tiny-imagenet-lab: where the archive and cache live."""
+    return Path(os.environ.get("LAB_DATA_DIR") or Path.home() / ".cache" / "tiny-imagenet-lab")
+
+
+def resolve_source(source: str | Path | None = None) -> Path:
+    """The archive to read: explicit path > $TINY_IMAGENET > data_dir() zip (downloaded).
+
+    A source is the zip, or an extracted folder holding wnids.txt or tiny-imagenet-200/;
+    an empty string means no source (as in the trainer's Config).
+    """
+    source = source or os.environ.get("TINY_IMAGENET") or None
+    if source is None:
+        path = data_dir() / "tiny-imagenet-200.zip"
+        return path if path.exists() else download(URL, path, MD5)
+    path = Path(source).expanduser().absolute()
+    if not path.exists():
+        raise DataError(f"{path}: does not exist")
+    if path.is_file():
+        return path
+    for root in (path, path / "tiny-imagenet-200"):
+        if (root / "wnids.txt").is_file():
+            return root
+    if (path / "tiny-imagenet-200.zip").is_file():
+        return path / "tiny-imagenet-200.zip"
+    raise DataError(f"{path}: missing wnids.txt (not a Tiny ImageNet folder or zip)")
+
+
+def download(
+    url: str = URL, dest: str | Path | None = None, md5: str | None = MD5, progress: bool = True
+) -> Path:
+    """Download url to dest (default data_dir()/tiny-imagenet-200.zip), checking its md5."""
+    dest = Path(dest) if dest else data_dir() / "tiny-imagenet-200.zip"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(f".{dest.name}.part-{os.getpid()}")
+    digest = hashlib.md5()
+    try:
+        with (
+            urllib.request.urlopen(url, timeout=60) as response,
+            open(part, "wb") as f,
+            tqdm(
+                total=int(response.headers.get("Content-Length") or 0) or None,
+                unit="B",
+                unit_scale=True,
+                desc=f"downloading {url}",
+                disable=not progress,
+            ) as bar,
+        ):
+            while chunk := response.read(1 << 20):
+                f.write(chunk)
+                digest.update(chunk)
+                bar.update(len(chunk))
+        if md5 and digest.hexdigest() != md5:
+            raise DataError(
+                f"{url}: checksum mismatch (md5 {digest.hexdigest()}, expected {md5}): "
+                f"corrupted download or a different file; nothing was saved to {dest}"
+            )
+        os.replace(part, dest)
+    except OSError as e:  # urllib's errors are OSErrors
+        raise DataError(
+            f"{url}: download failed ({e}); fetch the archive yourself and pass its path "
+            "(--data PATH or $TINY_IMAGENET)"
+        ) from None
+    finally:
+        part.unlink(missing_ok=True)
+    return dest
+
+
+# ----------------------------------------------------------------------------- reading
+def _open(source: Path) -> tuple[Callable[[], list[str]], Callable[[str], bytes]]:
+    """(list_names, read) for a zip or an extracted folder; names are relative to its root."""
+    if source.is_dir():
+
+        def list_folder() -> list[str]:
+            return [name for name, _ in _walk(source)]
+
+        def read_file(name: str) -> bytes:
+            try:
+                return (source / name).read_bytes()
+            except FileNotFoundError:
+                raise DataError(f"{source}: missing {name}") from None
+            except OSError as e:
+                raise DataError(f"{source}: {name}: cannot read ({e.strerror})") from None
+
+        return list_folder, read_file
+    try:
+        archive = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise DataError(f"{source}: not a readable zip file, or truncated ({e})") from None
+    members = [n for n in archive.namelist() if not n.endswith("/")]
+    # The official zip keeps everything under tiny-imagenet-200/; accept any single top folder.
+    tops = {n.split("/", 1)[0] for n in members}
+    prefix = f"{tops.pop()}/" if len(tops) == 1 and all("/" in n for n in members) else ""
+
+    def list_zip() -> list[str]:
+        return [n.removeprefix(prefix) for n in members]
+
+    def read_member(name: str) -> bytes:
+        try:
+            return archive.read(prefix + name)
+        except KeyError:
+            raise DataError(f"{source}: missing {prefix + name}") from None
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:
+            raise DataError(f"{source}: {prefix + name}: corrupt zip member ({e})") from None
+
+    return list_zip, read_member
+
+
+def _walk(root: Path) -> list[tuple[str, os.stat_result]]:
+    """Every file under root as (relative posix path, stat), in walk order."""
+    files = []
+    for folder, _, names in os.walk(root):
+        rel = Path(folder).relative_to(root).as_posix()
+        for name in names:
+            files.append((name if rel == "." else f"{rel}/{name}", os.stat(Path(folder, name))))
+    return files
+
+
+def _fingerprint(source: Path) -> dict:
+    """Cheap identity of a source: size and mtime of the zip, or a digest of the folder's files."""
+    if source.is_file():
+        st = source.stat()
+        return {"kind": "zip", "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    digest = hashlib.sha1()
+    files = sorted(_walk(source))
+    for name, st in files:
+        digest.update(f"{name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return {"kind": "folder", "files": len(files), "sha1": digest.hexdigest()}
+
+
+def _natural(name: str) -> list:
+    """Sort key that puts val_2 before val_10."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def _is_jpeg(name: str) -> bool:
+    return name.lower().endswith((".jpeg", ".jpg"))
+
+
+def _held_out(files: list[str]) -> set[str]:
+    """The 1/VAL_EVERY of a class's files that form val: smallest seeded hashes, so the choice
+    depends on nothing but the file names (stable across machines and library versions)."""
+    ranked = sorted(files, key=lambda f: hashlib.sha1(f"{SPLIT_SEED}/{f}".encode()).digest())
+    return set(ranked[: len(files) // VAL_EVERY])
+
+
+def _layout(source: Path, names: list[str], read: Callable[[str], bytes]) -> dict:
+    """Parse the official layout: classes, names and, per split, (paths, labels, files)."""
+    wnids = read("wnids.txt").decode("utf-8", "replace").split()
+    if not wnids:
+        raise DataError(f"{source}: wnids.txt lists no classes")
+    if len(set(wnids)) != len(wnids):
+        raise DataError(f"{source}: wnids.txt lists a class twice")
+    index = {w: i for i, w in enumerate(wnids)}
+    words = {}
+    if "words.txt" in names:  # optional: without it, classes are named by their wnid
+        for line in read("words.txt").decode("utf-8", "replace").splitlines():
+            wnid, _, text = line.partition("\t")
+            words[wnid.strip()] = text.split(",")[0].strip()
+    class_files: dict[str, list[str]] = {w: [] for w in wnids}
+    val_images, test_images = set(), []
+    for name in names:
+        parts = name.split("/")
+        if not _is_jpeg(name):
+            continue
+        if len(parts) == 4 and parts[0] == "train" and parts[2] == "images":
+            if parts[1] in class_files:  # folders of classes not in wnids.txt are ignored
+                class_files[parts[1]].append(parts[3])
+        elif parts[:2] == ["val", "images"] and len(parts) == 3:
+            val_images.add(parts[2])
+        elif parts[:2] == ["test", "images"] and len(parts) == 3:
+            test_images.append(parts[2])
+
+    splits = {"train": ([], [], []), "val": ([], [], [])}
+    for wnid, files in class_files.items():
+        if not files:
+            raise DataError(f"{source}: train/{wnid}/images has no images (missing or empty)")
+        held = _held_out(files)
+        for f in sorted(files, key=_natural):
+            paths, labels, names_ = splits["val" if f in held else "train"]
+            paths.append(f"train/{wnid}/images/{f}")
+            labels.append(index[wnid])
+            names_.append(f)
+
+    annotations = "val/val_annotations.txt"
+    val_labels = {}
+    for number, line in enumerate(read(annotations).decode("utf-8", "replace").splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{source}: {annotations} line {number}"
+        if len(fields) < 2:
+            raise DataError(f"{where}: expected '<file> <wnid> ...', got {line!r}")
+        file, wnid = fields[:2]
+        if wnid not in index:
+            raise DataError(f"{where}: class {wnid} is not in wnids.txt")
+        if file not in val_images:
+            raise DataError(f"{where}: names val/images/{file}, which does not exist")
+        if file in val_labels:
+            raise DataError(f"{where}: {file} is annotated twice")
+        val_labels[file] = index[wnid]
+    test = sorted(val_labels, key=_natural)
+    challenge = sorted(test_images, key=_natural)
+    splits["test"] = ([f"val/images/{f}" for f in test], [val_labels[f] for f in test], test)
+    splits["challenge"] = (
+        [f"test/images/{f}" for f in challenge],
+        [-1] * len(challenge),
+        challenge,
+    )
+    return {"wnids": wnids, "names": [words.get(w) or w for w in wnids], "splits": splits}
+
+
+def _decode(blobs: list[bytes], names: list[str], where: str) -> np.ndarray:
+    """JPEG bytes -> uint8 (n, 64, 64, 3) RGB; libjpeg converts grayscale and CMYK to RGB."""
+    data = [torch.from_numpy(np.frombuffer(bytearray(b), np.uint8)) for b in blobs]
+    try:
+        images = decode_jpeg(data, mode=ImageReadMode.RGB)
+    except (RuntimeError, ValueError):  # one bad file fails the batch: find and name it
+        images = []
+        for tensor, name in zip(data, names, strict=True):
+            try:
+                images.append(decode_jpeg(tensor, mode=ImageReadMode.RGB))
+            except (RuntimeError, ValueError) as e:
+                reason = str(e).split(", ")[-1]  # drop torchvision's "decode_jpeg, file:line, "
+                raise DataError(f"{where}: {name}: unreadable JPEG ({reason})") from None
+    for image, name in zip(images, names, strict=True):
+        if image.shape != (3, SIZE, SIZE):
+            height, width = image.shape[1:]
+            raise DataError(f"{where}: {name}: image is {width}x{height}, expected {SIZE}x{SIZE}")
+    return torch.stack(images).permute(0, 2, 3, 1).numpy()
+
+
+# ----------------------------------------------------------------------------- cache build
+_worker: dict = {}  # per decoding process: its own handle on the source, and the output folder
+
+
+def _init_worker(source: Path, out: Path) -> None:
+    torch.set_num_threads(1)  # one process per core
+    _worker.update(source=source, out=out, read=_open(source)[1])
+
+
+def _decode_job(job: tuple[str, int, list[str]]) -> tuple:
+    """Decode one chunk straight into its split's array; return train statistics partials."""
+    split, start, paths = job
+    images = _decode([_worker["read"](p) for p in paths], paths, str(_worker["source"]))
+    out = np.load(_worker["out"] / f"{split}_images.npy", mmap_mode="r+")
+    out[start : start + len(images)] = images
+    out.flush()
+    channels_equal = (images[..., 0] == images[..., 1]) & (images[..., 1] == images[..., 2])
+    gray = int(channels_equal.all(axis=(1, 2)).sum())
+    if split != "train":
+        return split, len(images), gray, None, None
+    # Exact statistics: a per-pixel sum and a per-channel histogram of values.
+    hist = np.stack([np.bincount(images[..., c].ravel(), minlength=256) for c in range(3)])
+    return split, len(images), gray, images.sum(axis=0, dtype=np.int64), hist
+
+
+def _build(source: Path, out: Path, progress: bool) -> None:
+    """Decode the whole source into the empty folder `out`, meta.json last."""
+    start_time = time.perf_counter()
+    list_names, read = _open(source)
+    layout = _layout(source, list_names(), read)
+    jobs = []
+    for split, (paths, labels, files) in layout["splits"].items():
+        np.save(out / f"{split}_labels.npy", np.array(labels, dtype=np.int64))
+        (out / f"{split}_files.txt").write_text("".join(f"{f}\n" for f in files))
+        np.lib.format.open_memmap(
+            out / f"{split}_images.npy",
+            mode="w+",
+            dtype=np.uint8,
+            shape=(len(paths), SIZE, SIZE, 3),
+        ).flush()
+        jobs += [(split, i, paths[i : i + CHUNK]) for i in range(0, len(paths), CHUNK)]
+
+    pixel_sum = np.zeros((SIZE, SIZE, 3), np.int64)
+    hist = np.zeros((3, 256), np.int64)
+    gray = dict.fromkeys(SPLITS, 0)
+    total = sum(len(paths) for paths, _, _ in layout["splits"].values())
+    workers = max(1, min(len(os.sched_getaffinity(0)), 8, len(jobs)))
+    # fork: workers start at once and inherit the imports; each opens the source itself.
+    # (An executor rather than a Pool: Pool.terminate after a worker error can deadlock.)
+    executor = ProcessPoolExecutor(
+        workers, multiprocessing.get_context("fork"), _init_worker, (source, out)
+    )
+    try:
+        with tqdm(
+            total=total, unit="img", desc=f"caching {source.name}", disable=not progress
+        ) as bar:
+            for future in as_completed([executor.submit(_decode_job, job) for job in jobs]):
+                split, count, split_gray, chunk_sum, chunk_hist = future.result()
+                gray[split] += split_gray
+                if chunk_sum is not None:
+                    pixel_sum += chunk_sum
+                    hist += chunk_hist
+                bar.update(count)
+    finally:
+        executor.shutdown(cancel_futures=True)  # on an error: drop pending jobs, finish running
+
+    n_train = len(layout["splits"]["train"][0])
+    values = np.arange(256, dtype=np.float64)
+    pixels = hist.sum(axis=1)
+    mean_channel = hist @ values / pixels
+    var_channel = hist @ values**2 / pixels - mean_channel**2
+    np.savez(
+        out / "stats.npz",
+        mean_image=(pixel_sum / n_train).astype(np.float32),
+        mean_channel=mean_channel.astype(np.float32),
+        std_channel=np.sqrt(var_channel).astype(np.float32),
+    )
+    meta = {
+        "version": CACHE_VERSION,
+        "source": str(source),
+        "fingerprint": _fingerprint(source),
+        "built": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "build_seconds": round(time.perf_counter() - start_time, 2),
+        "split_rule": f"val = 1 in {VAL_EVERY} of each class's train images, seed {SPLIT_SEED}",
+        "wnids": layout["wnids"],
+        "names": layout["names"],
+        "counts": {split: len(paths) for split, (paths, _, _) in layout["splits"].items()},
+        "grayscale": gray,
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def _read_meta(cache: Path) -> dict | None:
+    """The cache's meta.json if it is a complete cache of this version, else None."""
+    try:
+        meta = json.loads((cache / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if meta.get("version") == CACHE_VERSION else None
+
+
+def _cache_path(cache_dir: str | Path | None) -> Path:
+    return Path(cache_dir).expanduser().absolute() if cache_dir else data_dir() / "cache"
+
+
+def prepare(
+    source: str | Path | None = None, cache_dir: str | Path | None = None, progress: bool = True
+) -> Path:
+    """The cache folder, built (decoding every image once) if missing or if its source changed.
+
+    With no source, an existing cache is used as it is, rebuilt only if the archive it was
+    built from changed; without a cache, the source is resolved as in resolve_source.
+    """
+    cache = _cache_path(cache_dir)
+    meta = _read_meta(cache)
+    if not source and meta is not None:
+        if not Path(meta["source"]).exists():
+            return cache  # the cache outlived its archive: still valid
+        source = meta["source"]
+    source = resolve_source(source)
+    fingerprint = _fingerprint(source)
+    if meta is not None and meta["fingerprint"] == fingerprint:
+        return cache
+    if cache.exists() and any(cache.iterdir()) and not (cache / "meta.json").exists():
+        raise DataError(f"{cache}: not a cache folder (no meta.json); refusing to overwrite it")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    # One builder at a time (e.g. several DDP ranks): the others wait, then reuse its cache.
+    with open(cache.parent / f".{cache.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        meta = _read_meta(cache)
+        if meta is not None and meta["fingerprint"] == fingerprint:
+            return cache
+        # Left by a build that was killed outright (a Ctrl-C or an error cleans up after itself).
+        for stale in [
+            *cache.parent.glob(f".{cache.name}.building-*"),
+            *cache.parent.glob(f".{cache.name}.old-*"),
+        ]:
+            shutil.rmtree(stale, ignore_errors=True)
+        building = cache.parent / f".{cache.name}.building-{os.getpid()}"
+        building.mkdir()
+        try:
+            _build(source, building, progress)
+            if cache.exists():
+                old = cache.parent / f".{cache.name}.old-{os.getpid()}"
+                os.rename(cache, old)
+                os.rename(building, cache)
+                shutil.rmtree(old)
+            else:
+                os.rename(building, cache)
+        finally:
+            shutil.rmtree(building, ignore_errors=True)
+    return cache
+
+
+# ----------------------------------------------------------------------------- loading
+def load_split(
+    split: str,
+    source: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    classes: int | Sequence[str] | None = None,
+    per_class: int | None = None,
+) -> Split:
+    """One split from the cache (built if needed), optionally a subset.
+
+    classes: the first K classes in wnids.txt order, or a list of wnids; labels are remapped
+    to 0..K-1 in that order. per_class: the first N images of each class (None or 0 = all;
+    on the unlabeled challenge split, the first N images).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    cache = prepare(source, cache_dir)
+    meta = _read_meta(cache)
+    images = np.load(cache / f"{split}_images.npy", mmap_mode="c")  # copy-on-write: writable
+    labels = np.load(cache / f"{split}_labels.npy")
+    files = (cache / f"{split}_files.txt").read_text().splitlines()
+    wnids, names = meta["wnids"], meta["names"]
+    if classes is None:
+        chosen = list(range(len(wnids)))
+    elif isinstance(classes, int):
+        if not 1 <= classes <= len(wnids):
+            raise ValueError(f"classes must be in 1..{len(wnids)}, got {classes}")
+        chosen = list(range(classes))
+    else:
+        unknown = sorted(set(classes) - set(wnids))
+        if unknown:
+            raise ValueError(f"unknown classes {unknown} (not in {cache / 'meta.json'})")
+        chosen = [wnids.index(w) for w in classes]
+    if per_class is not None and per_class < 0:
+        raise ValueError(f"per_class must be >= 0, got {per_class}")
+    remap = np.full(len(wnids), -1, np.int64)
+    remap[chosen] = np.arange(len(chosen))
+    if split == "challenge":
+        new_labels = labels
+        keep = np.arange(min(per_class or len(labels), len(labels)))
+    else:
+        new_labels = remap[labels]
+        keep = np.flatnonzero(new_labels >= 0)
+        if per_class:
+            keep = np.sort(
+                np.concatenate(
+                    [keep[new_labels[keep] == c][:per_class] for c in range(len(chosen))]
+                )
+            )
+    # A contiguous selection stays a memory map; anything else is copied into memory.
+    if len(keep) == 0 or np.array_equal(keep, np.arange(keep[0], keep[0] + len(keep))):
+        first = int(keep[0]) if len(keep) else 0
+        selected = images[first : first + len(keep)]
+    else:
+        selected = images[keep]
+    return Split(
+        images=selected,
+        labels=new_labels[keep],
+        wnids=[wnids[i] for i in chosen],
+        names=[names[i] for i in chosen],
+        files=[files[i] for i in keep],
+    )
+
+
+def load_stats(
+    cache_dir: str | Path | None = None, source: str | Path | None = None
+) -> dict[str, np.ndarray]:
+    """Train statistics on the 0..255 scale: mean_image (64,64,3), mean_channel, std_channel."""
+    cache = prepare(source, cache_dir)
+    with np.load(cache / "stats.npz") as stats:
+        return {key: stats[key] for key in stats.files}
+
+
+def normalizer(
+    stats: dict[str, np.ndarray], mode: str = "pixel", device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, scale) broadcasting against float NCHW batches: x = (x - mean) / scale.
+
+    mode "pixel" subtracts the mean image (the study), "channel" the per-channel mean; both
+    divide by the per-channel std, which keeps inputs near unit scale so lr 0.1 stays stable.
+    """
+    if mode == "pixel":
+        mean = torch.from_numpy(stats["mean_image"]).permute(2, 0, 1)[None]
+    elif mode == "channel":
+        mean = torch.from_numpy(stats["mean_channel"]).view(1, 3, 1, 1)
+    else:
+        raise ValueError(f"normalize mode must be 'pixel' or 'channel', got {mode!r}")
+    scale = torch.from_numpy(stats["std_channel"]).view(1, 3, 1, 1)
+    return mean.float().contiguous().to(device), scale.float().to(device)
+
+
+def batches(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    *,
+    mean: torch.Tensor,
+    scale: torch.Tensor,
+    shuffle: bool = False,
+    augment: str = "none",
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Normalized float32 NCHW batches (channels_last) and labels, on the images' device.
+
+    images: uint8 (N, 64, 64, 3) on the target device. augment: "none", "flip" (horizontal,
+    p=0.5) or "crop_flip" (a random 64x64 crop of the image zero-padded by 4 px, then the flip).
+    All randomness for the pass is drawn up front from `generator` (on its own device, default
+    CPU), so a seed gives the same batches on CPU and CUDA.
+    """
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
+    if images.dtype != torch.uint8 or images.shape[1:] != (SIZE, SIZE, 3):
+        raise ValueError(
+            f"images must be uint8 (N, {SIZE}, {SIZE}, 3), got {images.dtype} {tuple(images.shape)}"
+        )
+    device, n = images.device, len(images)
+    labels = labels.to(device)
+    draw = {"generator": generator, "device": generator.device if generator is not None else "cpu"}
+    order = torch.randperm(n, **draw) if shuffle else torch.arange(n, device=draw["device"])
+    # Draw only what the augmentation uses, so evaluation leaves the generator untouched.
+    flip = (torch.rand(n, **draw) < 0.5).to(device) if augment != "none" else None
+    shift = (
+        torch.randint(0, 2 * PAD + 1, (2, n), **draw).to(device) if augment == "crop_flip" else None
+    )
+    order = order.to(device)
+    pixels = torch.arange(SIZE, device=device)
+    stop = n - n % batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        index = order[start : start + batch_size]
+        x = images[index]  # (B, H, W, C) uint8: augment before the float copy, 4x less memory
+        f = flip[start : start + batch_size] if flip is not None else None
+        if augment == "flip":
+            x = torch.where(f[:, None, None, None], x.flip(2), x)
+        elif augment == "crop_flip":
+            x = F.pad(x, (0, 0, PAD, PAD, PAD, PAD))
+            rows = shift[0, start : start + batch_size, None] + pixels
+            cols = (
+                torch.where(f[:, None], pixels.flip(0), pixels)
+                + shift[1, start : start + batch_size, None]
+            )
+            x = x[
+                torch.arange(len(x), device=device)[:, None, None],
+                rows[:, :, None],
+                cols[:, None, :],
+            ]
+        # NHWC permuted to NCHW is channels_last; the in-place ops keep that layout.
+        yield x.permute(0, 3, 1, 2).float().sub_(mean).div_(scale), labels[index]
+
+
+# ----------------------------------------------------------------------------- info
+def data_info(source: str | Path | None = None, cache_dir: str | Path | None = None) -> str:
+    """A text table of where the archive and cache are and what the cache holds."""
+    cache = _cache_path(cache_dir)
+    meta = _read_meta(cache)
+    source = source or (meta["source"] if meta else None)
+    default = data_dir() / "tiny-imagenet-200.zip"
+    resolved = None
+    if not source and not os.environ.get("TINY_IMAGENET") and not default.exists():
+        source_line = f"none yet: `lab data prepare` downloads {URL} to {default}"
+    else:
+        try:
+            resolved = resolve_source(source)
+            kind = "zip" if resolved.is_file() else "folder"
+            source_line = f"{resolved} ({kind})"
+        except DataError as e:
+            source_line = f"unavailable: {e}"
+    if meta is None:
+        status = "not built (`lab data prepare` builds it)"
+    elif resolved is not None and _fingerprint(resolved) != meta["fingerprint"]:
+        status = "stale: the source changed; rebuilt on next use"
+    else:
+        size = sum(p.stat().st_size for p in cache.iterdir()) / 1e6
+        status = f"ready, {size:,.1f} MB, built {meta['built']} in {meta['build_seconds']} s"
+    lines = [f"source  {source_line}", f"cache   {cache} ({status})"]
+    if meta is not None:
+        lines += ["", f"{'split':<10} {'images':>8} {'classes':>8} {'grayscale':>10}  file"]
+        for split in SPLITS:
+            count = meta["counts"][split]
+            labels = np.load(cache / f"{split}_labels.npy")
+            classes = "-" if split == "challenge" else str(len(np.unique(labels)))
+            gray = f"{100 * meta['grayscale'][split] / max(count, 1):.1f}%"
+            lines.append(f"{split:<10} {count:>8,} {classes:>8} {gray:>10}  {split}_images.npy")
+        lines.append(f"{len(meta['wnids'])} classes; {meta['split_rule']}")
+    return "\n".join(lines)
