@@ -21,7 +21,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lab import data, runs
-from lab.models import build_model, count_macs, count_params, model_names, param_groups
+from lab.models import (
+    build_model,
+    classifier_name,
+    count_macs,
+    count_params,
+    freeze_backbone,
+    model_names,
+    param_groups,
+)
 
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 AUGMENTS = ("none", "flip", "crop_flip")
@@ -50,8 +58,10 @@ class Config:
     weights: str = ""  # inception only: local weights file ("" = torch hub cache)
     input_size: int = 64  # inception only: upsample inputs inside the model to this size
     freeze_backbone: bool = False  # train the classifier only
+    init_from: str = ""  # run folder or checkpoint to start from; its classifier is replaced
     backbone_lr: float = 0.0  # lr of everything but the classifier, 0 = same as lr
-    classes: int = 0  # first K classes of wnids.txt, 0 = all
+    classes: int = 0  # K classes of wnids.txt from first_class on, 0 = all
+    first_class: int = 0  # index in wnids.txt of the first class used (transfer: 100 = 2nd half)
     per_class: int = 0  # train images a class, 0 = all (val and test stay whole)
     seed: int = 0  # model init, data order and augmentation
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
@@ -88,12 +98,15 @@ def check_config(config: Config) -> None:
         "grad_clip",
         "backbone_lr",
         "classes",
+        "first_class",
         "per_class",
         "train_eval_size",
     )
     problems += [f"{key} must not be negative" for key in non_negative if getattr(config, key) < 0]
     if not (config.device in ("auto", "cpu") or config.device.startswith("cuda")):
         problems.append(f"device must be auto, cpu or cuda[:N], not {config.device!r}")
+    if config.first_class and not config.classes:
+        problems.append("first_class needs classes (how many classes from first_class on)")
     if config.resume and not config.name:
         problems.append("resume needs the run's name")
     if problems:
@@ -114,8 +127,28 @@ def resolve_device(name: str) -> torch.device:
 def model_options(config: Config) -> dict:
     """The model options a config sets away from their defaults (only inception takes them)."""
     defaults = Config()
-    keys = ("pretrained", "weights", "input_size", "freeze_backbone")
+    keys = ("pretrained", "weights", "input_size")
     return {k: getattr(config, k) for k in keys if getattr(config, k) != getattr(defaults, k)}
+
+
+def load_backbone(model: nn.Module, source: Path) -> None:
+    """Start from another run's weights (its folder or checkpoint file), all but the classifier."""
+    path = source / "checkpoint.pt" if source.is_dir() else source
+    if not path.is_file():
+        raise ValueError(f"{path}: no checkpoint to start from")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    head = classifier_name(model) + "."
+    kept = {k: v for k, v in state.get("model", state).items() if not k.startswith(head)}
+    try:
+        missing, unexpected = model.load_state_dict(kept, strict=False)
+    except RuntimeError as error:
+        raise ValueError(f"{path}: weights of another architecture ({error})") from error
+    missing = [k for k in missing if not k.startswith(head)]
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: weights of another architecture (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]})"
+        )
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
@@ -231,11 +264,20 @@ def load_data(config: Config, device: torch.device) -> dict:
         cache_dir=Path(config.cache_dir) if config.cache_dir else None,
         progress=not config.quiet,
     )
+    classes = None
+    if config.classes:
+        wnids = data.load_split("val", cache_dir=cache).wnids
+        if config.first_class + config.classes > len(wnids):
+            raise ValueError(
+                f"classes {config.first_class}..{config.first_class + config.classes - 1} asked "
+                f"for, but the data set has {len(wnids)} classes"
+            )
+        classes = wnids[config.first_class : config.first_class + config.classes]
     splits = {
         name: data.load_split(
             name,
             cache_dir=cache,
-            classes=config.classes or None,
+            classes=classes,
             per_class=(config.per_class or None) if name == "train" else None,
         )
         # The challenge format names one of all the classes per image: subsets skip it.
@@ -426,6 +468,10 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
 
     torch.manual_seed(config.seed)
     model = build_model(config.model, num_classes=num_classes, **model_options(config))
+    if config.init_from:
+        load_backbone(model, Path(config.init_from))
+    if config.freeze_backbone:
+        freeze_backbone(model)
     params, macs = count_params(model), count_macs(model, input_size=64)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)

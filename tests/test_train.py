@@ -272,3 +272,36 @@ def test_ddp_two_processes_write_one_record(base: Config, tmp_path: Path) -> Non
     assert summary["status"] == "finished" and summary["world_size"] == 2
     assert list(pd.read_csv(tmp_path / "ddp" / "metrics.csv")["epoch"]) == [1, 2]
     assert summary["val_top1"] > 25  # learned beyond the 25% chance of four classes
+
+
+def test_transfer_from_a_run_to_other_classes(base: Config, finished: Path) -> None:
+    # Start from the 4-class run, fine-tune the head only on classes 2 and 3.
+    transfer = fit(
+        replace(
+            base,
+            name="transfer",
+            epochs=1,
+            init_from=str(finished),
+            first_class=2,
+            classes=2,
+            freeze_backbone=True,
+        )
+    )
+    source = torch.load(finished / "checkpoint.pt", weights_only=False)["model"]
+    state = torch.load(transfer / "checkpoint.pt", weights_only=False)["model"]
+    head = [k for k in state if state[k].shape != source[k].shape]
+    assert head == ["fc.weight", "fc.bias"], "only the classifier is new (2 classes, not 4)"
+    for key in state:
+        if key not in head and "running" not in key and "num_batches" not in key:
+            assert torch.equal(state[key], source[key]), f"{key} changed though frozen"
+    per_class = pd.read_csv(transfer / "per_class.csv")
+    assert list(per_class["wnid"]) == list(pd.read_csv(finished / "per_class.csv")["wnid"][2:])
+
+
+def test_transfer_errors_name_the_problem(base: Config, finished: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no checkpoint"):
+        fit(replace(base, name="t1", init_from=str(tmp_path)))
+    with pytest.raises(ValueError, match="another architecture"):
+        fit(replace(base, name="t2", model="baseline", init_from=str(finished)))
+    with pytest.raises(ValueError, match="data set has 4 classes"):
+        fit(replace(base, name="t3", first_class=3, classes=2))

@@ -113,6 +113,22 @@ def model_table(input_size: int = 64) -> list[dict]:
     return rows
 
 
+def classifier_name(model: nn.Module) -> str:
+    """The name of the classifier: the last nn.Linear in model.modules()."""
+    names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear classifier")
+    return names[-1]
+
+
+def freeze_backbone(model: nn.Module) -> nn.Module:
+    """Make only the classifier trainable (transfer learning, head only)."""
+    head = classifier_name(model)
+    for name, p in model.named_parameters():
+        p.requires_grad = name.startswith(head + ".")
+    return model
+
+
 def param_groups(
     model: nn.Module,
     lr: float,
@@ -127,10 +143,7 @@ def param_groups(
     """
     if backbone_lr is not None and backbone_lr < 0:
         raise ValueError(f"backbone_lr must be >= 0 (0 or None = same as lr), got {backbone_lr}")
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError(f"{type(model).__name__} has no nn.Linear classifier")
-    head = {id(p) for p in linears[-1].parameters()}
+    head = {id(p) for p in model.get_submodule(classifier_name(model)).parameters()}
     no_decay = set()
     if no_decay_norm_bias:
         for m in model.modules():
