@@ -5,8 +5,12 @@ import os
 import sys
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lab import runs
+
+if TYPE_CHECKING:
+    from lab.train import Config
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -69,7 +73,7 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     """Train one model (or resume a run) and print where its record is."""
-    from lab.train import Config, config_from_dict, fit
+    from lab.train import config_from_dict, fit
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -77,9 +81,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         config.runs_root, config.name, config.resume = str(run_dir.parent), run_dir.name, True
         config.quiet = args.quiet
     else:
-        config = Config(
-            **{f.name: getattr(args, f.name) for f in fields(Config) if f.name != "resume"}
-        )
+        config = config_from_args(args)
     run_dir = fit(config)
     if int(os.environ.get("RANK", 0)) != 0:  # under torchrun, rank 0 reports
         return
@@ -88,6 +90,23 @@ def cmd_train(args: argparse.Namespace) -> None:
         f"{run_dir}: train {summary['train_top1']:.2f}  val {summary['val_top1']:.2f}  "
         f"test {summary['test_top1']:.2f}  (top-1 %)"
     )
+
+
+def config_from_args(args: argparse.Namespace) -> "Config":
+    """The Config that the command line's --field options describe."""
+    from lab.train import Config
+
+    return Config(**{f.name: getattr(args, f.name) for f in fields(Config) if f.name != "resume"})
+
+
+def cmd_transfer(args: argparse.Namespace) -> None:
+    """Pretrain on K classes, fine-tune on the next K: head only, whole network, from scratch."""
+    from lab.transfer import transfer_experiment
+
+    config = config_from_args(args)
+    sizes = tuple(int(n) for n in args.sizes.split(","))
+    table = transfer_experiment(config, config.classes or 100, sizes, args.pretrain_epochs)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -167,6 +186,12 @@ def parser() -> argparse.ArgumentParser:
     add_config_options(p)
     p.add_argument("--resume", metavar="RUN", default="", help="continue this run folder")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("transfer", help="pretrain on K classes, fine-tune on the next K")
+    add_config_options(p)
+    p.add_argument("--sizes", default="50,100,500", help="images a class to fine-tune with")
+    p.add_argument("--pretrain-epochs", type=int, default=0, help="0 = --epochs")
+    p.set_defaults(func=cmd_transfer)
 
     p = sub.add_parser("evaluate", help="recompute a run's accuracies from its checkpoint")
     p.add_argument("run")
