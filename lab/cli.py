@@ -148,12 +148,33 @@ def cmd_runs(args: argparse.Namespace) -> None:
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}", na_rep=""))
 
 
+def parse_overrides(pairs: list[str]) -> dict:
+    """Config overrides from KEY=VALUE strings, each value parsed as its field's type."""
+    from lab.train import Config
+
+    defaults = Config()
+    overrides = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        key = key.replace("-", "_")
+        if not hasattr(defaults, key) or not value:
+            raise ValueError(f"--set {pair}: expected FIELD=VALUE with a Config field")
+        kind = type(getattr(defaults, key))
+        try:
+            overrides[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+        except ValueError:
+            raise ValueError(f"--set {pair}: {key} takes a {kind.__name__}") from None
+    return overrides
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run train.ipynb once per model of a preset through papermill, then compare.ipynb."""
     from lab.sweep import sweep
 
     models = args.models.split(",") if args.models else None
-    overrides = {"data": args.data} if args.data else {}
+    overrides = parse_overrides(args.set)
+    if args.data:
+        overrides["data"] = args.data
     table = sweep(args.preset, models, Path(args.runs_root), overrides)
     print(table.to_string(index=False))
     return int((table["status"] == "failed").any())
@@ -207,6 +228,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="", help="comma-separated (default: the preset's)")
     p.add_argument("--runs-root", default="runs")
     p.add_argument("--data", default="", help="archive or folder (default: $TINY_IMAGENET)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a config field for every model, e.g. --set classes=20",
+    )
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("figures", help="regenerate the figures from run records")

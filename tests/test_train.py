@@ -305,3 +305,18 @@ def test_transfer_errors_name_the_problem(base: Config, finished: Path, tmp_path
         fit(replace(base, name="t2", model="baseline", init_from=str(finished)))
     with pytest.raises(ValueError, match="data set has 4 classes"):
         fit(replace(base, name="t3", first_class=3, classes=2))
+
+
+def test_sweep_overrides_are_typed_and_checked() -> None:
+    from lab.cli import parse_overrides
+
+    assert parse_overrides(["classes=20", "lr=0.3", "quiet=true", "per-class=5"]) == {
+        "classes": 20,
+        "lr": 0.3,
+        "quiet": True,
+        "per_class": 5,
+    }
+    with pytest.raises(ValueError, match="nope=1: expected FIELD=VALUE"):
+        parse_overrides(["nope=1"])
+    with pytest.raises(ValueError, match="epochs takes a int"):
+        parse_overrides(["epochs=many"])
