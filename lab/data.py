@@ -47,7 +47,7 @@ class DataError(Exception):
 
 @dataclass(frozen=True)
 class Split:
-    images: np.ndarray  # uint8 (N, 64, 64, 3), memory-mapped when the whole split is taken
+    images: np.ndarray  # uint8 (N, 64, 64, 3), memory-mapped (copy-on-write) unless scattered
     labels: np.ndarray  # int64 (N,), in 0..len(wnids)-1 ; -1 for challenge
     wnids: list[str]  # class id per label index (subset order)
     names: list[str]  # human names per label index (first name from words.txt)
@@ -201,7 +201,7 @@ def _held_out(files: list[str]) -> set[str]:
     return set(ranked[: len(files) // VAL_EVERY])
 
 
-def _layout(source: Path, names: list[str], read: Callable[[str], bytes]) -> dict:
+def _layout(source: Path, members: list[str], read: Callable[[str], bytes]) -> dict:
     """Parse the official layout: classes, names and, per split, (paths, labels, files)."""
     wnids = read("wnids.txt").decode("utf-8", "replace").split()
     if not wnids:
@@ -210,13 +210,13 @@ def _layout(source: Path, names: list[str], read: Callable[[str], bytes]) -> dic
         raise DataError(f"{source}: wnids.txt lists a class twice")
     index = {w: i for i, w in enumerate(wnids)}
     words = {}
-    if "words.txt" in names:  # optional: without it, classes are named by their wnid
+    if "words.txt" in members:  # optional: without it, classes are named by their wnid
         for line in read("words.txt").decode("utf-8", "replace").splitlines():
             wnid, _, text = line.partition("\t")
             words[wnid.strip()] = text.split(",")[0].strip()
     class_files: dict[str, list[str]] = {w: [] for w in wnids}
     val_images, test_images = set(), []
-    for name in names:
+    for name in members:
         parts = name.split("/")
         if not _is_jpeg(name):
             continue
@@ -234,10 +234,10 @@ def _layout(source: Path, names: list[str], read: Callable[[str], bytes]) -> dic
             raise DataError(f"{source}: train/{wnid}/images has no images (missing or empty)")
         held = _held_out(files)
         for f in sorted(files, key=_natural):
-            paths, labels, names_ = splits["val" if f in held else "train"]
+            paths, labels, split_files = splits["val" if f in held else "train"]
             paths.append(f"train/{wnid}/images/{f}")
             labels.append(index[wnid])
-            names_.append(f)
+            split_files.append(f)
 
     annotations = "val/val_annotations.txt"
     val_labels = {}
@@ -454,8 +454,8 @@ def load_split(
     """One split from the cache (built if needed), optionally a subset.
 
     classes: the first K classes in wnids.txt order, or a list of wnids; labels are remapped
-    to 0..K-1 in that order. per_class: the first N images of each class (None or 0 = all;
-    on the unlabeled challenge split, the first N images).
+    to 0..K-1 in that order (None or 0 = all). per_class: the first N images of each class
+    (None or 0 = all; on the unlabeled challenge split, the first N images).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -465,7 +465,7 @@ def load_split(
     labels = np.load(cache / f"{split}_labels.npy")
     files = (cache / f"{split}_files.txt").read_text().splitlines()
     wnids, names = meta["wnids"], meta["names"]
-    if classes is None:
+    if classes is None or classes == 0:  # 0 = all, as in the trainer's Config
         chosen = list(range(len(wnids)))
     elif isinstance(classes, int):
         if not 1 <= classes <= len(wnids):

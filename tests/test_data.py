@@ -182,6 +182,7 @@ def test_subsets(tiny_cache) -> None:
     assert test.labels.tolist() == [0] * 4 and test.wnids == [full.wnids[2]]
     challenge = data.load_split("challenge", cache_dir=tiny_cache, classes=2, per_class=3)
     assert challenge.wnids == full.wnids[:2] and challenge.labels.tolist() == [-1] * 3
+    assert data.load_split("train", cache_dir=tiny_cache, classes=0).files == full.files  # all
     with pytest.raises(ValueError, match="unknown classes"):
         data.load_split("train", cache_dir=tiny_cache, classes=["n123"])
     with pytest.raises(ValueError, match="classes must be in 1..4"):
@@ -230,6 +231,16 @@ def test_interrupted_build_leaves_no_cache(tiny_archive, tmp_path, monkeypatch) 
     (stale / "train_images.npy").write_bytes(b"partial")
     data.prepare(tiny_archive, cache, progress=False)
     assert (cache / "meta.json").exists() and not stale.exists()
+
+
+def test_failed_rebuild_keeps_the_old_cache(make_archive, tmp_path) -> None:
+    archive = make_archive(tmp_path / "src")
+    cache = data.prepare(archive, tmp_path / "cache", progress=False)
+    archive.write_bytes(archive.read_bytes()[:1000])  # the archive changes, and breaks
+    with pytest.raises(data.DataError, match="not a readable zip file"):
+        data.prepare(archive, cache, progress=False)
+    assert (cache / "meta.json").exists() and len(np.load(cache / "test_labels.npy")) == 40
+    assert not [p for p in tmp_path.iterdir() if ".building-" in p.name or ".old-" in p.name]
 
 
 def test_refuses_to_overwrite_a_foreign_folder(tiny_archive, tmp_path) -> None:
