@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import struct
 import time
 import urllib.request
 import zipfile
@@ -152,13 +153,30 @@ def _open(source: Path) -> tuple[Callable[[], list[str]], Callable[[str], bytes]
     def list_zip() -> list[str]:
         return [n.removeprefix(prefix) for n in members]
 
+    fd = archive.fp.fileno()
+
     def read_member(name: str) -> bytes:
+        # pread has no shared file position, so forked decoding workers read through this
+        # same descriptor, without parsing the 120,000-entry directory again.
+        member = prefix + name
         try:
-            return archive.read(prefix + name)
+            info = archive.getinfo(member)
         except KeyError:
-            raise DataError(f"{source}: missing {prefix + name}") from None
-        except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:
-            raise DataError(f"{source}: {prefix + name}: corrupt zip member ({e})") from None
+            raise DataError(f"{source}: missing {member}") from None
+        header = os.pread(fd, 30, info.header_offset)
+        if header[:4] != b"PK\x03\x04":
+            raise DataError(f"{source}: {member}: corrupt zip member (bad local header)")
+        name_len, extra_len = struct.unpack("<HH", header[26:30])
+        raw = os.pread(fd, info.compress_size, info.header_offset + 30 + name_len + extra_len)
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise DataError(f"{source}: {member}: compression {info.compress_type} unsupported")
+        try:
+            content = raw if info.compress_type == zipfile.ZIP_STORED else zlib.decompress(raw, -15)
+        except zlib.error as e:
+            raise DataError(f"{source}: {member}: corrupt zip member ({e})") from None
+        if len(raw) != info.compress_size or zlib.crc32(content) != info.CRC:
+            raise DataError(f"{source}: {member}: corrupt zip member (bad CRC-32)")
+        return content
 
     return list_zip, read_member
 
@@ -290,12 +308,12 @@ def _decode(blobs: list[bytes], names: list[str], where: str) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- cache build
-_worker: dict = {}  # per decoding process: its own handle on the source, and the output folder
+_worker: dict = {}  # per decoding process: how to read the source, and the output folder
 
 
-def _init_worker(source: Path, out: Path) -> None:
+def _init_worker(read: Callable[[str], bytes], source: Path, out: Path) -> None:
     torch.set_num_threads(1)  # one process per core
-    _worker.update(source=source, out=out, read=_open(source)[1])
+    _worker.update(read=read, source=source, out=out)
 
 
 def _decode_job(job: tuple[str, int, list[str]]) -> tuple:
@@ -338,10 +356,10 @@ def _build(source: Path, out: Path, progress: bool) -> None:
     gray = dict.fromkeys(SPLITS, 0)
     total = sum(len(paths) for paths, _, _ in layout["splits"].values())
     workers = max(1, min(len(os.sched_getaffinity(0)), 8, len(jobs)))
-    # fork: workers start at once and inherit the imports; each opens the source itself.
+    # fork: workers start at once and inherit the imports and the open archive (read).
     # (An executor rather than a Pool: Pool.terminate after a worker error can deadlock.)
     executor = ProcessPoolExecutor(
-        workers, multiprocessing.get_context("fork"), _init_worker, (source, out)
+        workers, multiprocessing.get_context("fork"), _init_worker, (read, source, out)
     )
     try:
         with tqdm(
