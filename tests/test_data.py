@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+import shutil
 import struct
 import zipfile
 from pathlib import Path
@@ -124,28 +125,44 @@ def test_labels_and_pixels_match_the_files(make_archive, tmp_path) -> None:
     assert challenge.files == [f"test_{i}.JPEG" for i in range(8)]
 
 
+def test_deflated_zip_reads_like_the_folder(make_archive, tmp_path) -> None:
+    root = make_archive(zipped=False)
+    deflated = shutil.make_archive(str(tmp_path / "deflated"), "zip", root.parent, root.name)
+    with zipfile.ZipFile(deflated) as zf:
+        methods = {info.compress_type for info in zf.infolist() if not info.is_dir()}
+    assert methods == {zipfile.ZIP_DEFLATED}
+    from_zip = data.prepare(deflated, tmp_path / "zip_cache", progress=False)
+    from_folder = data.prepare(root, tmp_path / "folder_cache", progress=False)
+    for name in data.SPLITS:
+        a, b = (data.load_split(name, cache_dir=c) for c in (from_zip, from_folder))
+        assert a.files == b.files and np.array_equal(a.images, b.images)
+
+
+def cached_train_image(cache: Path, file: str) -> np.ndarray:
+    """The cached image of an official train file, wherever the split put it (train or val)."""
+    for split in (data.load_split(name, cache_dir=cache) for name in ("train", "val")):
+        if file in split.files:
+            return split.images[split.files.index(file)]
+    raise AssertionError(f"{file} is not in the cache")
+
+
 def test_grayscale_and_cmyk_become_rgb(make_archive, tmp_path) -> None:
     root = make_archive(zipped=False, grayscale_every=2)
-    wnid = (root / "wnids.txt").read_text().split()[0]
+    images = root / "train" / "n09000000" / "images"
     cmyk = jpeg_bytes(tiny_image(0, seed=99), "CMYK")
-    (root / "train" / wnid / "images" / f"{wnid}_0.JPEG").write_bytes(cmyk)
+    (images / "n09000000_0.JPEG").write_bytes(cmyk)
     cache = data.prepare(root, tmp_path / "cache", progress=False)
-    train = data.load_split("train", cache_dir=cache)
-    gray_file = root / "train" / wnid / "images" / f"{wnid}_1.JPEG"  # every 2nd image is gray
+    gray_file = images / "n09000000_1.JPEG"  # every 2nd image is saved gray
     assert Image.open(gray_file).mode == "L"
-    i = train.files.index(gray_file.name)
-    assert train.images[i].shape == (64, 64, 3)
-    assert (train.images[i] == np.asarray(Image.open(gray_file))[..., None]).all()
-    if f"{wnid}_0.JPEG" in train.files:  # it may be held out for val
-        i, images = train.files.index(f"{wnid}_0.JPEG"), train.images
-    else:
-        val = data.load_split("val", cache_dir=cache)
-        i, images = val.files.index(f"{wnid}_0.JPEG"), val.images
-    assert np.array_equal(images[i], pil_rgb(cmyk))
-    gray = np.mean([(image == image[..., :1]).all() for image in train.images])
-    assert 0.4 < gray < 0.6
+    gray = cached_train_image(cache, gray_file.name)
+    assert gray.shape == (64, 64, 3)
+    assert (gray == np.asarray(Image.open(gray_file))[..., None]).all()
+    assert np.array_equal(cached_train_image(cache, "n09000000_0.JPEG"), pil_rgb(cmyk))
+    train = data.load_split("train", cache_dir=cache)
+    share = np.mean([(image == image[..., :1]).all() for image in train.images])
+    assert 0.4 < share < 0.6
     train_row = data.data_info(cache_dir=cache).splitlines()[4].split()
-    assert train_row[0] == "train" and train_row[3] == f"{100 * gray:.1f}%"
+    assert train_row[0] == "train" and train_row[3] == f"{100 * share:.1f}%"
 
 
 # ----------------------------------------------------------------------------- splits
@@ -277,6 +294,7 @@ def corrupt_member(archive: Path, member: str) -> None:
     archive.write_bytes(bytes(raw))
 
 
+# Each damage function breaks a data root in one way and returns the error it must produce.
 def first_train_image(root: Path) -> Path:
     wnid = (root / "wnids.txt").read_text().split()[0]
     return root / "train" / wnid / "images" / f"{wnid}_0.JPEG"
