@@ -48,6 +48,8 @@ class DataError(Exception):
 
 @dataclass(frozen=True)
 class Split:
+    """One split (or subset): images, labels, class ids and names, source file names."""
+
     images: np.ndarray  # uint8 (N, 64, 64, 3), memory-mapped (copy-on-write) unless scattered
     labels: np.ndarray  # int64 (N,), in 0..len(wnids)-1 ; -1 for challenge
     wnids: list[str]  # class id per label index (subset order)
@@ -62,11 +64,9 @@ def data_dir() -> Path:
 
 
 def resolve_source(source: str | Path | None = None) -> Path:
-    """The archive to read: explicit path > $TINY_IMAGENET > data_dir() zip (downloaded).
-
-    A source is the zip, or an extracted folder holding wnids.txt or tiny-imagenet-200/;
-    an empty string means no source (as in the trainer's Config).
-    """
+    """The archive to read: explicit path > $TINY_IMAGENET > data_dir() zip (downloaded)."""
+    # A source is the zip, or an extracted folder holding wnids.txt or tiny-imagenet-200/;
+    # an empty string means no source, as in the trainer's Config.
     source = source or os.environ.get("TINY_IMAGENET") or None
     if source is None:
         path = data_dir() / "tiny-imagenet-200.zip"
@@ -191,9 +191,9 @@ def _walk(root: Path) -> list[str]:
 
 
 def _fingerprint(source: Path) -> dict:
-    """Cheap identity of a source: size and mtime of the zip; for a folder, its list of files
-    and the size and mtime of its text files (listing 120,000 files takes a fraction of the
-    time of stat-ing them; an image rewritten in place under the same name goes unnoticed)."""
+    """Cheap identity of a source: the zip's size and mtime, or a folder's files and texts."""
+    # A folder's file list and its text files' size and mtime: listing 120,000 files takes a
+    # tenth of the time of stat-ing them (an image rewritten under the same name goes unseen).
     if source.is_file():
         st = source.stat()
         return {"kind": "zip", "size": st.st_size, "mtime_ns": st.st_mtime_ns}
@@ -211,12 +211,13 @@ def _natural(name: str) -> list:
 
 
 def _is_jpeg(name: str) -> bool:
+    """Whether a file name is a JPEG's (the official archive uses .JPEG)."""
     return name.lower().endswith((".jpeg", ".jpg"))
 
 
 def _held_out(files: list[str]) -> set[str]:
-    """The 1/VAL_EVERY of a class's files that form val: smallest seeded hashes, so the choice
-    depends on nothing but the file names (stable across machines and library versions)."""
+    """The 1/VAL_EVERY of a class's files that form val: those with the smallest seeded hash."""
+    # Hashes depend on nothing but the names: the split is stable across machines and versions.
     ranked = sorted(files, key=lambda f: hashlib.sha1(f"{SPLIT_SEED}/{f}".encode()).digest())
     return set(ranked[: len(files) // VAL_EVERY])
 
@@ -312,6 +313,7 @@ _worker: dict = {}  # per decoding process: how to read the source, and the outp
 
 
 def _init_worker(read: Callable[[str], bytes], source: Path, out: Path) -> None:
+    """Set up a decoding process."""
     torch.set_num_threads(1)  # one process per core
     _worker.update(read=read, source=source, out=out)
 
@@ -411,17 +413,16 @@ def _read_meta(cache: Path) -> dict | None:
 
 
 def _cache_path(cache_dir: str | Path | None) -> Path:
+    """The cache folder: cache_dir, or data_dir()/cache."""
     return Path(cache_dir).expanduser().absolute() if cache_dir else data_dir() / "cache"
 
 
 def prepare(
     source: str | Path | None = None, cache_dir: str | Path | None = None, progress: bool = True
 ) -> Path:
-    """The cache folder, built (decoding every image once) if missing or if its source changed.
-
-    With no source, an existing cache is used as it is, rebuilt only if the archive it was
-    built from changed; without a cache, the source is resolved as in resolve_source.
-    """
+    """The cache folder, built (decoding every image once) if missing or if its source changed."""
+    # With no source, an existing cache is used as it is, rebuilt only if the archive it was
+    # built from changed; without a cache, the source is resolved as in resolve_source.
     cache = _cache_path(cache_dir)
     meta = _read_meta(cache)
     if not source and meta is not None:
@@ -471,12 +472,10 @@ def load_split(
     classes: int | Sequence[str] | None = None,
     per_class: int | None = None,
 ) -> Split:
-    """One split from the cache (built if needed), optionally a subset.
-
-    classes: the first K classes in wnids.txt order, or a list of wnids; labels are remapped
-    to 0..K-1 in that order (None or 0 = all). per_class: the first N images of each class
-    (None or 0 = all; on the unlabeled challenge split, the first N images).
-    """
+    """One split from the cache (built if needed), optionally a subset of classes and images."""
+    # classes: the first K classes in wnids.txt order, or a list of wnids; labels are remapped
+    # to 0..K-1 in that order (None or 0 = all). per_class: the first N images of each class
+    # (None or 0 = all; on the unlabeled challenge split, the first N images).
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     cache = prepare(source, cache_dir)
@@ -539,11 +538,9 @@ def load_stats(
 def normalizer(
     stats: dict[str, np.ndarray], mode: str = "pixel", device: str | torch.device = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, scale) broadcasting against float NCHW batches: x = (x - mean) / scale.
-
-    mode "pixel" subtracts the mean image (the study), "channel" the per-channel mean; both
-    divide by the per-channel std, which keeps inputs near unit scale so lr 0.1 stays stable.
-    """
+    """(mean, scale) broadcasting against float NCHW batches: x = (x - mean) / scale."""
+    # mode "pixel" subtracts the mean image (the study), "channel" the per-channel mean; both
+    # divide by the per-channel std, which keeps inputs near unit scale so lr 0.1 stays stable.
     if mode == "pixel":
         mean = torch.from_numpy(stats["mean_image"]).permute(2, 0, 1)[None]
     elif mode == "channel":
@@ -566,13 +563,11 @@ def batches(
     generator: torch.Generator | None = None,
     drop_last: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Normalized float32 NCHW batches (channels_last) and labels, on the images' device.
-
-    images: uint8 (N, 64, 64, 3) on the target device. augment: "none", "flip" (horizontal,
-    p=0.5) or "crop_flip" (a random 64x64 crop of the image zero-padded by 4 px, then the flip).
-    All randomness for the pass is drawn up front from `generator` (on its own device, default
-    CPU), so a seed gives the same batches on CPU and CUDA.
-    """
+    """Normalized float32 NCHW (channels_last) batches of uint8 NHWC images, on their device."""
+    # augment: "none", "flip" (horizontal, p=0.5) or "crop_flip" (a random 64x64 crop of the
+    # image zero-padded by PAD px, then the flip). All randomness for the pass is drawn up front
+    # from `generator`, on its own device (default CPU): a CPU generator with a given seed gives
+    # the same batches whether the images are on the CPU or a GPU.
     if augment not in AUGMENTS:
         raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
     if images.dtype != torch.uint8 or images.shape[1:] != (SIZE, SIZE, 3):
