@@ -116,15 +116,18 @@ def test_page_draws_content(server, browser, path, testid, inner, name, tmp_path
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(f"{server}/{path}", timeout=60_000)
     element = page.locator(f'[data-testid="{testid}"]').first
-    element.locator(inner).first.wait_for(state="visible", timeout=120_000)
+    failure = page.locator('[data-testid="stAlertContentError"], [data-testid="stException"]')
+    element.locator(inner).first.or_(failure.first).wait_for(state="visible", timeout=120_000)
     # the script has finished once the "running" indicator is gone
     page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=120_000)
     page.wait_for_timeout(1500)  # let plotly and the data grid finish drawing
-    assert page.locator('[data-testid="stException"]').count() == 0
-    assert not errors, errors
     out = Path(os.environ.get("LAB_SCREENSHOTS") or tmp_path)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"dashboard_{name}.png").write_bytes(page.screenshot())
+    assert not failure.count(), f"{name}: {failure.first.inner_text()}"
+    assert not errors, errors
+    shot = element.screenshot()
+    (out / f"dashboard_{name}_{testid}.png").write_bytes(shot)
     # grey skeletons or an empty frame are nearly one colour; a chart, table or image is not
-    assert drawn_share(element.screenshot()) > 0.02, f"{name}: {testid} is drawn blank"
+    assert drawn_share(shot) > 0.02, f"{name}: {testid} is drawn blank"
     page.close()
