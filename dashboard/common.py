@@ -72,16 +72,27 @@ def run_model(path: str):
 
 
 @st.cache_resource(show_spinner="Reading the data cache", max_entries=16)
-def split_of(source: str, cache_dir: str, classes: int, split: str) -> data.Split:
-    """A memory-mapped split as a run saw it (shared: no copy of the arrays); classes 0 = all."""
-    return data.load_split(
-        split, source=source or None, cache_dir=cache_dir or None, classes=classes or None
-    )
+def split_of(source: str, cache_dir: str, classes: int, first_class: int, split: str) -> data.Split:
+    """A memory-mapped split as a run saw it (shared: no copy of the arrays).
+
+    classes 0 = all, else `classes` classes of wnids.txt from `first_class` on (as lab.train).
+    """
+    cache = data.prepare(source or None, cache_dir or None, progress=False)
+    wnids = None
+    if classes:
+        wnids = data.load_split("val", cache_dir=cache).wnids[first_class : first_class + classes]
+    return data.load_split(split, cache_dir=cache, classes=wnids)
+
+
+def whole(value) -> int:
+    """An integer config value that may be missing (NaN or None, from older runs) as 0."""
+    return 0 if value is None or pd.isna(value) else int(value)
 
 
 def run_split(config: dict, split: str = "test") -> data.Split:
     """The split a run (config.json as a dict) was evaluated on."""
-    return split_of(config["data"], config["cache_dir"], int(config["classes"] or 0), split)
+    classes, first = whole(config["classes"]), whole(config.get("first_class"))
+    return split_of(config["data"], config["cache_dir"], classes, first, split)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)

@@ -33,7 +33,7 @@ def watch_running(table: pd.DataFrame, version: tuple) -> None:
     if common.root_stamp(common.runs_root()) != version:
         st.rerun()
     for row in table.itertuples():
-        done, total = int(row.epochs_done or 0), int(row.epochs or 0)
+        done, total = common.whole(row.epochs_done), common.whole(row.epochs)
         st.progress(done / total if total else 0.0, text=f"{row.run}: epoch {done} of {total}")
 
 

@@ -123,12 +123,9 @@ explain_true = (
 show(run, path, split, index, methods, explain_true)
 
 # runs evaluated on the same test split can be compared image by image
-same = usable[
-    (usable["cfg_classes"] == usable.loc[run, "cfg_classes"])
-    & (usable["cfg_data"] == usable.loc[run, "cfg_data"])
-    & (usable["cfg_cache_dir"] == usable.loc[run, "cfg_cache_dir"])
-    & (usable.index != run)
-]
+keys = [k for k in ("cfg_data", "cfg_cache_dir", "cfg_classes", "cfg_first_class") if k in usable]
+matches = (usable[keys].astype(str) == usable.loc[run, keys].astype(str)).all(axis=1)
+same = usable[matches & (usable.index != run)]
 other = st.selectbox(
     "Compare with run",
     ["(none)", *same.index],

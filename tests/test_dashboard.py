@@ -17,7 +17,7 @@ TIMEOUT = 120  # the first run of a page imports torch and captum
 
 @pytest.fixture(scope="session")
 def dashboard_runs(tiny_archive: Path, tiny_cache: Path, tmp_path_factory) -> Path:
-    """A runs root with two real short runs, a failed run, a broken one and a running one."""
+    """A runs root: three real short runs, a failed, a broken and two running ones."""
     root = tmp_path_factory.mktemp("dashboard_runs")
     base = Config(
         model="baseline",
@@ -33,6 +33,7 @@ def dashboard_runs(tiny_archive: Path, tiny_cache: Path, tmp_path_factory) -> Pa
     )
     fit(replace(base, name="base-2ep"))
     fit(replace(base, name="squeeze-1ep", model="squeezenet", epochs=1))
+    fit(replace(base, name="last-two", epochs=1, classes=2, first_class=2))
     with pytest.raises(Exception, match="missing"):  # the record exists, then loading fails
         fit(replace(base, name="failed", data=str(root / "missing.zip")))
     broken = root / "broken"
@@ -47,6 +48,10 @@ def dashboard_runs(tiny_archive: Path, tiny_cache: Path, tmp_path_factory) -> Pa
     (running / "summary.json").write_text(json.dumps(summary))
     for name in ("per_class.csv", "confusion.npy", "predictions.csv"):
         (running / name).unlink()
+    starting = root / "starting"  # no epoch finished yet: no epochs_done, metrics or checkpoint
+    starting.mkdir()
+    shutil.copy(root / "base-2ep" / "config.json", starting)
+    (starting / "summary.json").write_text(json.dumps({"status": "running", "epochs": 2}))
     return root
 
 
@@ -73,7 +78,7 @@ def text(at: AppTest) -> str:
 
 def test_every_page_runs_on_real_runs(dashboard_runs, monkeypatch):
     at = app(dashboard_runs, monkeypatch)
-    assert len(at.dataframe[0].value) == 5
+    assert len(at.dataframe[0].value) == 7
     assert len(page(at, "pages_curves.py").get("plotly_chart")) == 3
     at = page(at, "pages_classes.py")
     assert len(at.get("plotly_chart")) == 1
@@ -100,13 +105,12 @@ def test_overview_holds_the_summary_numbers(dashboard_runs, monkeypatch):
     problems = at.dataframe[1].value.set_index("run")
     assert "missing.zip" in problems.loc["failed", "error"]
     assert "summary.json" in problems.loc["broken", "error"]
-    assert "epoch 1 of 3" in str([p.proto.text for p in at.get("progress")])
 
 
 def test_overview_filters_change_the_table(dashboard_runs, monkeypatch):
     at = app(dashboard_runs, monkeypatch)
     at.multiselect(key="overview_status").set_value(["finished"]).run()
-    assert set(at.dataframe[0].value["run"]) == {"base-2ep", "squeeze-1ep"}
+    assert set(at.dataframe[0].value["run"]) == {"base-2ep", "last-two", "squeeze-1ep"}
     at.multiselect(key="overview_model").set_value(["squeezenet"]).run()
     assert list(at.dataframe[0].value["run"]) == ["squeeze-1ep"]
     at.multiselect(key="overview_model").set_value(["baseline", "squeezenet"]).run()
@@ -153,8 +157,10 @@ def test_classes_page_orders_and_compares(dashboard_runs, monkeypatch):
     heat = at.get("plotly_chart")[0].proto.spec
     at.radio(key="classes_order").set_value("label").run()
     assert at.get("plotly_chart")[0].proto.spec != heat
-    across = at.dataframe[-1].value
-    assert set(across["run"]) == {"base-2ep", "squeeze-1ep"}
+    at.selectbox(key="classes_target").set_value("thing0").run()
+    assert set(at.dataframe[-1].value["run"]) == {"base-2ep", "squeeze-1ep"}
+    at.selectbox(key="classes_target").set_value("thing3").run()
+    assert set(at.dataframe[-1].value["run"]) == {"base-2ep", "squeeze-1ep", "last-two"}
 
 
 def test_saliency_widgets_change_the_maps(dashboard_runs, monkeypatch):
@@ -167,6 +173,7 @@ def test_saliency_widgets_change_the_maps(dashboard_runs, monkeypatch):
     assert len(at.get("image")) == maps + 2  # five methods instead of three
     at.radio(key="saliency_mode").set_value("misclassified").run()
     assert not at.exception
+    assert at.selectbox(key="saliency_other").options == ["(none)", "running", "squeeze-1ep"]
     at.selectbox(key="saliency_other").set_value("squeeze-1ep").run()
     assert not at.exception
     assert "squeeze-1ep" in text(at)
@@ -186,4 +193,22 @@ def test_runs_root_can_be_changed_in_the_sidebar(dashboard_runs, tmp_path, monke
     at = app(tmp_path / "nothing-here", monkeypatch)
     assert "lab sweep" in text(at)
     at.sidebar.text_input(key="runs_root").set_value(str(dashboard_runs)).run()
-    assert len(at.dataframe[0].value) == 5
+    assert len(at.dataframe[0].value) == 7
+
+
+def test_a_class_subset_run_shows_its_own_classes(dashboard_runs, monkeypatch):
+    at = page(app(dashboard_runs, monkeypatch), "pages_saliency.py")
+    at.selectbox(key="saliency_run").set_value("last-two").run()
+    assert at.selectbox(key="saliency_class").options == ["thing2", "thing3"]
+    assert at.selectbox(key="saliency_other").options == ["(none)"]
+    at = page(at, "pages_data.py")
+    at.selectbox(key="data_run").set_value("last-two").run()
+    assert [i.proto.imgs[0].caption for i in at.get("image")] == [
+        "n09000002 thing2",
+        "n09000003 thing3",
+    ]
+
+
+def test_running_runs_show_their_progress(dashboard_runs, monkeypatch):
+    bars = [p.proto.text for p in app(dashboard_runs, monkeypatch).get("progress")]
+    assert bars == ["running: epoch 1 of 3", "starting: epoch 0 of 2"]
