@@ -60,7 +60,7 @@ def heat_map(
         )
     )
     many = len(order) > 40  # 200 labels do not fit: hover and zoom name the cells
-    size = min(1000, max(450, 4 * len(order) + 200))
+    size = min(1000, max(650, 4 * len(order) + 250))
     figure.update_layout(height=size, xaxis_title="predicted", yaxis_title="true")
     figure.update_xaxes(showticklabels=not many, constrain="domain")
     figure.update_yaxes(showticklabels=not many, autorange="reversed", scaleanchor="x")

@@ -89,6 +89,8 @@ for title, series in PANELS.items():
         yaxis_type="log" if log_y else "linear",
         legend={"font": {"size": 11}},
     )
+    if x_axis == "epoch":
+        figure.update_xaxes(dtick=1)
     st.plotly_chart(figure, key=f"curves_{title}")
 
 st.subheader("Final and best")
