@@ -5,7 +5,7 @@
 
 Copies one real run folder N times into a temporary runs root (varied model, status and
 accuracies; no checkpoints), then times headless AppTest runs: the overview's first load
-(imports, cold caches), its cached reruns, a rerun after one summary.json changed (a live
+(cold caches), its cached reruns, a rerun after one summary.json changed (a live
 run), and the other table pages cached. Prints seconds and the ratio to the cached overview.
 """
 
@@ -78,7 +78,7 @@ def main() -> None:
         make_runs(args.run, root, args.runs)
         os.environ["LAB_RUNS_ROOT"] = str(root)
         at = AppTest.from_file(str(APP), default_timeout=600)
-        rows = [("overview, first load (imports, cold caches)", timed(at))]
+        rows = [("overview, first load (cold caches)", timed(at))]
         cached = [timed(at) for _ in range(args.repeats)]
         rows.append(("overview, cached rerun (median)", statistics.median(cached)))
         changed = []

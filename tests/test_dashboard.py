@@ -17,8 +17,22 @@ TIMEOUT = 120  # the first run of a page imports torch and captum
 
 @pytest.fixture(scope="session")
 def dashboard_runs(tiny_archive: Path, tiny_cache: Path, tmp_path_factory) -> Path:
-    """A runs root: three real short runs, a failed, a broken and two running ones."""
-    root = tmp_path_factory.mktemp("dashboard_runs")
+    """A runs root: three real short runs, a failed, a broken and two running ones.
+
+    test_browser.py imports this fixture too, which makes it a second fixture of the same
+    name: a fixed folder lets the session train once, whichever module asks first.
+    """
+    done = tmp_path_factory.getbasetemp() / "dashboard_runs"
+    if done.is_dir():
+        return done
+    root = tmp_path_factory.mktemp("dashboard_runs_building")
+    make_runs(root, tiny_archive, tiny_cache)
+    root.rename(done)
+    return done
+
+
+def make_runs(root: Path, tiny_archive: Path, tiny_cache: Path) -> None:
+    """Train the short runs under root and fake the failed, broken and running ones."""
     base = Config(
         model="baseline",
         epochs=2,
@@ -52,7 +66,6 @@ def dashboard_runs(tiny_archive: Path, tiny_cache: Path, tmp_path_factory) -> Pa
     starting.mkdir()
     shutil.copy(root / "base-2ep" / "config.json", starting)
     (starting / "summary.json").write_text(json.dumps({"status": "running", "epochs": 2}))
-    return root
 
 
 def app(root: Path, monkeypatch) -> AppTest:
