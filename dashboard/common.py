@@ -148,8 +148,3 @@ def empty_root(root: Path) -> None:
 def compare_selection(table: pd.DataFrame) -> list[str]:
     """Runs picked on the overview page that still exist."""
     return [r for r in st.session_state.get("compare", []) if r in set(table["run"])]
-
-
-def run_label(row: pd.Series) -> str:
-    """Short name of a run for pickers: folder, model and status."""
-    return f"{row['run']} ({row['model']}, {row['status']})"
