@@ -9,7 +9,7 @@ import torch
 
 from lab import data, explain, runs
 from lab.study import STUDY
-from lab.train import predict
+from lab.train import Config, predict, run_classes
 
 ACCURACIES = ("train_top1", "train_top5", "val_top1", "val_top5", "test_top1", "test_top5")
 
@@ -75,13 +75,11 @@ def run_model(path: str):
 def split_of(source: str, cache_dir: str, classes: int, first_class: int, split: str) -> data.Split:
     """A memory-mapped split as a run saw it (shared: no copy of the arrays).
 
-    classes 0 = all, else `classes` classes of wnids.txt from `first_class` on (as lab.train).
+    classes 0 = all, else `classes` classes from `first_class` on (lab.train.run_classes).
     """
     cache = data.prepare(source or None, cache_dir or None, progress=False)
-    wnids = None
-    if classes:
-        wnids = data.load_split("val", cache_dir=cache).wnids[first_class : first_class + classes]
-    return data.load_split(split, cache_dir=cache, classes=wnids)
+    config = Config(data=source, cache_dir=cache_dir, classes=classes, first_class=first_class)
+    return data.load_split(split, cache_dir=cache, classes=run_classes(config, cache))
 
 
 def whole(value) -> int:

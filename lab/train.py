@@ -257,6 +257,19 @@ def test_tables(logits: torch.Tensor, split: data.Split) -> dict[str, pd.DataFra
     return {"per_class": per_class, "confusion": confusion, "predictions": predictions}
 
 
+def run_classes(config: Config, cache: Path) -> list[str] | None:
+    """The wnids a run uses: `classes` of them from `first_class` on, or None for all."""
+    if not config.classes:
+        return None
+    wnids = data.load_split("val", cache_dir=cache).wnids
+    if config.first_class + config.classes > len(wnids):
+        raise ValueError(
+            f"classes {config.first_class}..{config.first_class + config.classes - 1} asked "
+            f"for, but the data set has {len(wnids)} classes"
+        )
+    return wnids[config.first_class : config.first_class + config.classes]
+
+
 def load_data(config: Config, device: torch.device) -> dict:
     """The run's splits as uint8 tensors on the device, plus the normalization tensors."""
     cache = data.prepare(
@@ -264,15 +277,7 @@ def load_data(config: Config, device: torch.device) -> dict:
         cache_dir=Path(config.cache_dir) if config.cache_dir else None,
         progress=not config.quiet,
     )
-    classes = None
-    if config.classes:
-        wnids = data.load_split("val", cache_dir=cache).wnids
-        if config.first_class + config.classes > len(wnids):
-            raise ValueError(
-                f"classes {config.first_class}..{config.first_class + config.classes - 1} asked "
-                f"for, but the data set has {len(wnids)} classes"
-            )
-        classes = wnids[config.first_class : config.first_class + config.classes]
+    classes = run_classes(config, cache)
     splits = {
         name: data.load_split(
             name,
