@@ -40,7 +40,7 @@ MODELS: dict[str, ModelEntry] = {
         resnet20_cifar, "He et al. 2015 CIFAR ResNet-20 (16/32/64, 3 blocks a stage, option A)"
     ),
     "squeezenet": ModelEntry(
-        squeezenet, "SqueezeNet 1.1 (Iandola et al. 2016), stride-1 stem for 64x64, BN"
+        squeezenet, "SqueezeNet 1.1 (Iandola et al. 2016), no pool after the stem for 64x64, BN"
     ),
     "resnet18": ModelEntry(
         resnet18, "torchvision ResNet-18 (He et al. 2015) with a 3x3 stride-1 stem, no max pool"
