@@ -167,6 +167,12 @@ def parse_overrides(pairs: list[str]) -> dict:
     return overrides
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    """Copy the runs' small record files (no checkpoints) to a folder that can be committed."""
+    written = runs.export_runs(Path(args.runs_root), Path(args.dest))
+    print(f"{len(written)} files written under {args.dest}")
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run train.ipynb once per model of a preset through papermill, then compare.ipynb."""
     from lab.sweep import sweep
@@ -222,6 +228,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("runs", help="a table of runs")
     p.add_argument("root", nargs="?", default="runs")
     p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("export", help="copy run records without checkpoints (for results/)")
+    p.add_argument("runs_root")
+    p.add_argument("dest")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("sweep", help="run a preset's notebooks for several models")
     p.add_argument("--preset", choices=["quick", "paper", "best"], required=True)

@@ -140,3 +140,24 @@ def load_runs(root: Path) -> pd.DataFrame:
     """A table of every run under `root`, one row each; broken runs are listed, not raised."""
     rows = [_run_row(path) for path in run_dirs(root)]
     return pd.DataFrame(rows, columns=None if rows else ["run", "path", "status", "error"])
+
+
+# The files of a record small enough to commit (results/): no checkpoints or per-image tables.
+RECORD_FILES = ("config.json", "summary.json", "metrics.csv", "per_class.csv")
+
+
+def export_runs(root: Path, dest: Path) -> list[Path]:
+    """Copy every run's small record files, and the root's own tables, from `root` to `dest`."""
+    root, dest = Path(root), Path(dest)
+    written = []
+    for run_dir in run_dirs(root):
+        for name in RECORD_FILES:
+            if (run_dir / name).exists():
+                data = (run_dir / name).read_bytes()
+                written.append(
+                    _atomic(dest / run_dir.name / name, lambda t, d=data: t.write_bytes(d))
+                )
+    for table in sorted(root.glob("*.csv")):
+        data = table.read_bytes()
+        written.append(_atomic(dest / table.name, lambda t, d=data: t.write_bytes(d)))
+    return written

@@ -320,3 +320,12 @@ def test_sweep_overrides_are_typed_and_checked() -> None:
         parse_overrides(["nope=1"])
     with pytest.raises(ValueError, match="epochs takes a int"):
         parse_overrides(["epochs=many"])
+
+
+def test_export_copies_records_without_checkpoints(finished: Path, tmp_path: Path) -> None:
+    (finished.parent / "table.csv").write_text("a,b\n1,2\n")
+    assert main(["export", str(finished.parent), str(tmp_path / "results")]) == 0
+    exported = tmp_path / "results" / finished.name
+    assert sorted(p.name for p in exported.iterdir()) == sorted(runs.RECORD_FILES)
+    assert (tmp_path / "results" / "table.csv").read_text() == "a,b\n1,2\n"
+    assert runs.load_run(exported)["summary"] == runs.read_json(finished / "summary.json")
