@@ -143,16 +143,34 @@ def split_table(summary: dict) -> pd.DataFrame:
     )
 
 
-def run_test_split(run_dir: str | Path) -> tuple[data.Split, dict]:
-    """The test split a run was evaluated on (its classes, in its label order) and its config."""
+def class_names(run_dir: str | Path) -> list[str]:
+    """A run's class names by label, from its per_class.csv."""
+    return pd.read_csv(Path(run_dir) / "per_class.csv").sort_values("label")["name"].tolist()
+
+
+def test_predictions(run_dir: str | Path, files: Sequence[str] | None = None) -> pd.DataFrame:
+    """A run's test predictions with true and predicted class names; only `files`, in order,
+    when given (test file names, e.g. val_12.JPEG, are the same whatever a run's classes)."""
+    predictions = pd.read_csv(Path(run_dir) / "predictions.csv")
+    names = np.array(class_names(run_dir))
+    predictions["true"] = names[predictions["label"]]
+    predictions["predicted"] = names[predictions["pred"]]
+    if files is None:
+        return predictions
+    missing = sorted(set(files) - set(predictions["file"]))
+    if missing:
+        raise ValueError(f"{run_dir}: no test prediction for {missing} (not in its classes?)")
+    return predictions.set_index("file").loc[list(files)].reset_index()
+
+
+def test_images(run_dir: str | Path, files: Sequence[str]) -> np.ndarray:
+    """uint8 test images (N, 64, 64, 3) by file name, from the data the run was trained on."""
     config = runs.read_json(Path(run_dir) / "config.json")
-    split = data.load_split(
-        "test",
-        source=config["data"] or None,
-        cache_dir=config["cache_dir"] or None,
-        classes=config["classes"] or None,
+    test = data.load_split(
+        "test", source=config["data"] or None, cache_dir=config["cache_dir"] or None
     )
-    return split, config
+    position = {name: i for i, name in enumerate(test.files)}
+    return np.stack([np.asarray(test.images[position[name]]) for name in files])
 
 
 def pick_runs(runs_root: str | Path, run_dirs: Sequence[str | Path] = ()) -> list[Path]:
@@ -166,28 +184,19 @@ def pick_runs(runs_root: str | Path, run_dirs: Sequence[str | Path] = ()) -> lis
     return chosen
 
 
-def pick_images(run_dir: str | Path, correct: int = 2, wrong: int = 2) -> list[int]:
-    """Test indices: the run's most confident right and most confident wrong predictions."""
+def pick_images(run_dir: str | Path, correct: int = 2, wrong: int = 2) -> list[str]:
+    """Test files: the run's most confident right and most confident wrong predictions."""
     predictions = pd.read_csv(Path(run_dir) / "predictions.csv")
     predictions = predictions.sort_values("confidence", ascending=False, kind="stable")
     hit = predictions["label"] == predictions["pred"]
-    return [*predictions[hit]["index"].head(correct), *predictions[~hit]["index"].head(wrong)]
+    return [*predictions[hit]["file"].head(correct), *predictions[~hit]["file"].head(wrong)]
 
 
-def predictions_table(run_dirs: Sequence[str | Path], indices: Sequence[int]) -> pd.DataFrame:
+def predictions_table(run_dirs: Sequence[str | Path], files: Sequence[str]) -> pd.DataFrame:
     """For chosen test images: file, true class and each run's predicted class."""
-    split, _ = run_test_split(run_dirs[0])
-    table = pd.DataFrame(
-        {
-            "index": list(indices),
-            "file": [split.files[i] for i in indices],
-            "true": [split.names[split.labels[i]] for i in indices],
-        }
-    )
+    table = test_predictions(run_dirs[0], files)[["file", "true"]]
     for run_dir in run_dirs:
-        predictions = pd.read_csv(Path(run_dir) / "predictions.csv").set_index("index")
-        names = run_test_split(run_dir)[0].names
-        table[Path(run_dir).name] = [names[predictions.loc[i, "pred"]] for i in indices]
+        table[Path(run_dir).name] = test_predictions(run_dir, files)["predicted"].to_numpy()
     return table
 
 
@@ -247,18 +256,17 @@ def curves_figure(run_dirs: Sequence[str | Path]) -> Figure:
 
 def mistakes_figure(run_dir: str | Path, count: int = 8) -> Figure:
     """The run's most confident test mistakes, titled with true and predicted class names."""
-    predictions = pd.read_csv(Path(run_dir) / "predictions.csv")
+    predictions = test_predictions(run_dir)
     wrong = predictions[predictions["label"] != predictions["pred"]]
     wrong = wrong.sort_values("confidence", ascending=False, kind="stable").head(count)
-    split, _ = run_test_split(run_dir)
     fig = Figure(figsize=(1.8 * max(1, len(wrong)), 2.4), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, max(1, len(wrong)), squeeze=False)).ravel()
+    axes = fig.subplots(1, max(1, len(wrong)), squeeze=False).ravel()
     for ax in axes:
         ax.axis("off")
-    for ax, row in zip(axes, wrong.itertuples(), strict=False):
-        ax.imshow(split.images[row.index])
-        true, pred = split.names[row.label], split.names[row.pred]
-        ax.set_title(f"true: {true}\npred: {pred} ({row.confidence:.2f})", fontsize=7)
+    images = test_images(run_dir, wrong["file"]) if len(wrong) else []
+    for ax, image, row in zip(axes, images, wrong.itertuples(), strict=False):
+        ax.imshow(image)
+        ax.set_title(f"true: {row.true}\npred: {row.predicted} ({row.confidence:.2f})", fontsize=7)
     return fig
 
 
@@ -274,7 +282,7 @@ def check_methods(methods: Sequence[str]) -> list[str]:
 
 def saliency_figure(
     run_dirs: Sequence[str | Path],
-    indices: Sequence[int],
+    files: Sequence[str],
     methods: Sequence[str] = SALIENCY_METHODS,
 ) -> Figure:
     """Attribution maps for the predicted class: a row per (test image, run), a column per
@@ -284,25 +292,25 @@ def saliency_figure(
     from lab import explain
 
     methods = check_methods(methods)
-    indices = list(indices)
-    panels = {}  # run name -> (images, labels, preds, class names, {method: maps})
+    files = list(files)
+    if not files:
+        raise ValueError("no test images to explain")
+    panels = {}  # run name -> (images, labels, predictions, class names, {method: maps})
     for run_dir in run_dirs:
-        split, config = run_test_split(run_dir)
-        bad = [i for i in indices if not 0 <= i < len(split.labels)]
-        if bad:
-            raise ValueError(f"images {bad}: test indices run from 0 to {len(split.labels) - 1}")
+        labels = test_predictions(run_dir, files)["label"].to_numpy()
+        images = test_images(run_dir, files)
+        config = runs.read_json(Path(run_dir) / "config.json")
         stats = data.load_stats(
             cache_dir=config["cache_dir"] or None, source=config["data"] or None
         )
         mean, scale = data.normalizer(stats, config["normalize"])
         model = explain.load_model(run_dir)[0]
-        images = np.asarray(split.images[indices])
         x = explain.inputs(images, mean, scale)
         with torch.no_grad():
             preds = model(x).argmax(1)
         maps = {method: explain.attribute(model, x, preds, method) for method in methods}
-        panels[Path(run_dir).name] = (images, split.labels[indices], preds, split.names, maps)
-    rows = [(i, name) for i in range(len(indices)) for name in panels]
+        panels[Path(run_dir).name] = (images, labels, preds, class_names(run_dir), maps)
+    rows = [(i, name) for i in range(len(files)) for name in panels]
     fig = Figure(figsize=(1.7 * (len(methods) + 1), 1.9 * len(rows)), layout="constrained")
     axes = fig.subplots(len(rows), len(methods) + 1, squeeze=False)
     for (i, name), row_axes in zip(rows, axes, strict=True):
@@ -310,7 +318,7 @@ def saliency_figure(
         label, pred = int(labels[i]), int(preds[i])
         row_axes[0].imshow(images[i])
         row_axes[0].set_title(
-            f"{name}\ntrue: {names[label]}\npred: {names[pred]}",
+            f"{name}\n{files[i]}\ntrue: {names[label]}\npred: {names[pred]}",
             fontsize=6,
             color="black" if pred == label else "red",
         )

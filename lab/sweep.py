@@ -163,6 +163,8 @@ def sweep(
         resume = status is not None and (run_dir / "checkpoint.pt").exists()
         if status is not None and not resume:
             shutil.rmtree(run_dir)  # a failed start with nothing to keep but its notebook
+        if resume:  # so a failure before fit starts is told apart from the earlier one
+            runs.update_summary(run_dir, status="running", error=None)
         run_dir.mkdir(parents=True, exist_ok=True)
         parameters = {
             **overrides,

@@ -87,16 +87,23 @@ def test_split_summary_counts_grayscale(tiny_cache: Path) -> None:
 
 
 def test_pick_images_right_then_wrong(runs_root: Path) -> None:
-    predictions = pd.read_csv(runs_root / "ok" / "predictions.csv").set_index("index")
+    predictions = pd.read_csv(runs_root / "ok" / "predictions.csv").set_index("file")
     picked = figures.pick_images(runs_root / "ok", correct=2, wrong=2)
-    hits = [predictions.loc[i, "label"] == predictions.loc[i, "pred"] for i in picked]
-    assert hits == sorted(hits, reverse=True) and len(picked) <= 4
+    hits = [predictions.loc[f, "label"] == predictions.loc[f, "pred"] for f in picked]
+    assert hits == sorted(hits, reverse=True) and 0 < len(picked) <= 4
+
+
+def test_predictions_by_file_name(runs_root: Path) -> None:
+    table = figures.predictions_table([runs_root / "ok"], ["val_3.JPEG", "val_0.JPEG"])
+    assert table["file"].tolist() == ["val_3.JPEG", "val_0.JPEG"]
+    assert set(table["true"]) <= {f"thing{c}" for c in range(4)}
+    assert figures.test_images(runs_root / "ok", table["file"]).shape == (2, 64, 64, 3)
 
 
 def test_saliency_figure_rejects_bad_input(runs_root: Path) -> None:
     with pytest.raises(ValueError, match="choose one or more of"):
-        figures.saliency_figure([runs_root / "ok"], [0], ["lime"])
-    with pytest.raises(ValueError, match="test indices run from 0 to 39"):
-        figures.saliency_figure([runs_root / "ok"], [40], ["saliency"])
+        figures.saliency_figure([runs_root / "ok"], ["val_0.JPEG"], ["lime"])
+    with pytest.raises(ValueError, match=r"no test prediction for \['val_99.JPEG'\]"):
+        figures.saliency_figure([runs_root / "ok"], ["val_99.JPEG"], ["saliency"])
     with pytest.raises(ValueError, match="not a finished run folder"):
         figures.pick_runs(runs_root, [runs_root / "bad"])
