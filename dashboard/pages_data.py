@@ -3,6 +3,7 @@
 import common
 import numpy as np
 import streamlit as st
+
 from lab.data import SPLITS, DataError
 
 st.title("Data")
