@@ -1,11 +1,17 @@
 """Named experiment presets: Config overrides shared by all models plus per-model overrides.
 
-quick:  all six study models on a 10-class CPU subset; the whole sweep takes about 15 minutes on
-        2 cores and every model ends far above chance (10%). Test = the official val images.
+quick:  all six study models on 10 classes (all 450 train images a class, 500 val, 500 test) on
+        the CPU, epochs per model sized by its measured speed. On 2 idle cores the whole
+        `lab sweep --preset quick` is estimated at about 13 minutes (train img/s measured in
+        quiet stretches: baseline ~370, alexnet_reduced ~85, vgg_reduced ~350, inception ~340,
+        resnet20 ~310, squeezenet ~190); with other jobs on the cores it took 2-3 times longer.
+        Chance is 10%; val top-1 measured 53-67% (see the run table in the sweep's notes).
 paper:  the study's settings on the full data (SGD 0.9, lr 0.1, batch 256, wd 1e-4, 5 epochs,
-        200 classes, per-pixel mean); meant for a GPU.
+        all 200 classes, per-pixel mean); meant for a GPU.
 best:   our recipe per model, meant to beat each study row on a GPU in minutes: one-cycle lr with
-        warmup, label smoothing 0.1, crop+flip, no decay on norm/bias, more epochs.
+        warmup, label smoothing 0.1, crop+flip, no decay on norm/bias, more epochs (not yet
+        measured on a GPU). Inception is fine-tuned from ImageNet only when a weights file is
+        given (`weights=...`); otherwise it trains from scratch like the rest.
 """
 
 import dataclasses
@@ -31,9 +37,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "train_eval_size": 500,
             "device": "cpu",
         },
-        # epochs sized by each model's measured speed on 2 idle cores (img/s, 4,500 a epoch):
-        # baseline ~370, alexnet_reduced ~85, vgg_reduced ~350, inception ~260, resnet20 ~310,
-        # squeezenet ~190
+        # epochs sized by each model's measured speed (see the module docstring)
         "per_model": {
             "baseline": {"epochs": 8},
             "alexnet_reduced": {"epochs": 4, "warmup_epochs": 0.3},
