@@ -4,8 +4,6 @@ Every figure is a matplotlib `Figure` built without pyplot (rendered by Agg, no 
 state): a notebook shows the one a cell returns, `make_figures` writes PNGs atomically.
 """
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -332,21 +330,33 @@ def saliency_figure(
 
 # ----------------------------------------------------------------------------- writing
 def save_figure(fig: Figure, path: Path) -> Path:
-    """Write a figure as PNG to a temporary name beside `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write a figure as PNG, atomically."""
+    return runs.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+
+
+def transfer_figure(table: pd.DataFrame) -> Figure:
+    """Test top-1 and the train-test gap against images a class, one line per transfer mode."""
+    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    accuracy_ax, gap_ax = fig.subplots(1, 2)
+    for mode, rows in table.groupby("mode", sort=False):
+        rows = rows.sort_values("per_class")
+        accuracy_ax.plot(rows["per_class"], rows["test_top1"], marker="o", label=mode)
+        gap_ax.plot(rows["per_class"], rows["gap"], marker="o", label=mode)
+    for ax, label in ((accuracy_ax, "test top-1 (%)"), (gap_ax, "train - test top-1 (points)")):
+        ax.set(xscale="log", xlabel="fine-tuning images a class", ylabel=label)
+        ax.set_xticks(
+            sorted(table["per_class"].unique()), map(str, sorted(table["per_class"].unique()))
+        )
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+    accuracy_ax.legend(title="trained")
+    accuracy_ax.set_title("Accuracy on the new classes")
+    gap_ax.set_title("Overfitting")
+    return fig
 
 
 def make_figures(runs_root: str | Path, out_dir: str | Path) -> list[Path]:
-    """Write accuracy.png, curves.png and saliency.png (the best-val run) for a runs root."""
+    """Write accuracy.png, curves.png, saliency.png (the best-val run) and transfer.png if any."""
     table = finished_runs(runs_root)
     top = Path(best_runs(table).sort_values("val_top1", ascending=False)["path"].iloc[0])
     figures = {
@@ -354,4 +364,6 @@ def make_figures(runs_root: str | Path, out_dir: str | Path) -> list[Path]:
         "curves.png": curves_figure(table["path"]),
         "saliency.png": saliency_figure([top], pick_images(top)),
     }
+    if (Path(runs_root) / "transfer.csv").exists():  # written by lab transfer
+        figures["transfer.png"] = transfer_figure(pd.read_csv(Path(runs_root) / "transfer.csv"))
     return [save_figure(fig, Path(out_dir) / name) for name, fig in figures.items()]

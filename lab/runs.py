@@ -14,12 +14,15 @@ import torch
 STATUSES = ("running", "finished", "failed", "broken")
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """Write through `write(tmp)` to a temporary name beside `path`, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; records are for reading
     try:
         write(Path(tmp))
         os.replace(tmp, path)
@@ -31,7 +34,7 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
 
 def write_text(path: Path, text: str) -> Path:
     """Write a text file atomically."""
-    return _atomic(path, lambda tmp: tmp.write_text(text))
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def write_json(path: Path, obj: Any) -> Path:
@@ -41,7 +44,7 @@ def write_json(path: Path, obj: Any) -> Path:
 
 def write_csv(path: Path, table: pd.DataFrame) -> Path:
     """Write a CSV atomically, without the index."""
-    return _atomic(path, lambda tmp: table.to_csv(tmp, index=False))
+    return atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
 
 
 def write_npy(path: Path, array: np.ndarray) -> Path:
@@ -51,12 +54,12 @@ def write_npy(path: Path, array: np.ndarray) -> Path:
         with open(tmp, "wb") as f:
             np.save(f, array)
 
-    return _atomic(path, save)
+    return atomic_write(path, save)
 
 
 def save_torch(path: Path, obj: Any) -> Path:
     """torch.save atomically, so a kill mid-write never leaves a checkpoint that looks whole."""
-    return _atomic(path, lambda tmp: torch.save(obj, tmp))
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def read_json(path: Path) -> dict:
@@ -155,9 +158,9 @@ def export_runs(root: Path, dest: Path) -> list[Path]:
             if (run_dir / name).exists():
                 data = (run_dir / name).read_bytes()
                 written.append(
-                    _atomic(dest / run_dir.name / name, lambda t, d=data: t.write_bytes(d))
+                    atomic_write(dest / run_dir.name / name, lambda t, d=data: t.write_bytes(d))
                 )
     for table in sorted(root.glob("*.csv")):
         data = table.read_bytes()
-        written.append(_atomic(dest / table.name, lambda t, d=data: t.write_bytes(d)))
+        written.append(atomic_write(dest / table.name, lambda t, d=data: t.write_bytes(d)))
     return written

@@ -169,6 +169,9 @@ def test_resume_after_kill_gives_the_same_rows(base: Config) -> None:
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
     path = tmp_path / "checkpoint.pt"
     runs.save_torch(path, {"epoch": 1})
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask, "as readable as any file the user writes"
 
     class Unpicklable:
         def __reduce__(self):
