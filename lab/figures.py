@@ -222,7 +222,9 @@ def accuracy_figure(table: pd.DataFrame) -> Figure:
         )
     ax.set_xticks(x, rows["model"], rotation=20)
     ax.set(ylabel="top-1 accuracy (%)", ylim=(0, 100))
-    ax.set_title("Best run per model (solid) and the study (hatched)")
+    counts = best_runs(table).get("num_classes", pd.Series(dtype=float)).dropna().astype(int)
+    ours = "/".join(map(str, sorted(set(counts)))) or "?"
+    ax.set_title(f"Best run per model (solid, {ours} classes) and the study (hatched, 200 classes)")
     fig.legend(loc="outside right upper", fontsize="small")
     return fig
 

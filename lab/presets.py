@@ -1,11 +1,13 @@
 """Named experiment presets: Config overrides shared by all models plus per-model overrides.
 
 quick:  all six study models on 10 classes (all 450 train images a class, 500 val, 500 test) on
-        the CPU, epochs per model sized by its measured speed. On 2 idle cores the whole
-        `lab sweep --preset quick` is estimated at about 13 minutes (train img/s measured in
-        quiet stretches: baseline ~370, alexnet_reduced ~85, vgg_reduced ~350, inception ~340,
-        resnet20 ~310, squeezenet ~190); with other jobs on the cores it took 2-3 times longer.
-        Chance is 10%; val top-1 measured 53-67% (see the run table in the sweep's notes).
+        the CPU, epochs per model sized by its measured speed (train img/s on 2 idle cores:
+        baseline ~370, alexnet_reduced ~85, vgg_reduced ~350, inception ~345, resnet20 ~340,
+        squeezenet ~300). `lab sweep --preset quick`, measured: test top-1 baseline 61.6,
+        alexnet_reduced 57.0, vgg_reduced 54.4, inception 47.8, resnet20 55.8, squeezenet 52.4
+        (chance 10%); about 12-13 minutes on 2 idle cores (resnet20 110 s and squeezenet 90 s
+        measured idle, the rest estimated from their idle speed), 2-4 times longer while other
+        jobs share the cores.
 paper:  the study's settings on the full data (SGD 0.9, lr 0.1, batch 256, wd 1e-4, 5 epochs,
         all 200 classes, per-pixel mean); meant for a GPU.
 best:   our recipe per model, meant to beat each study row on a GPU in minutes: one-cycle lr with
