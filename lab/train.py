@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from lab import data, runs
 from lab.models import (
@@ -378,6 +378,7 @@ def train_one_epoch(
         total=steps,
         desc=f"epoch {epoch}/{config.epochs}",
         leave=False,
+        mininterval=2.0,  # a few updates an epoch: executed notebooks keep every one
         disable=config.quiet or rank != 0,
     )
     for x, y in bar:
