@@ -73,6 +73,14 @@ def read_json(path: Path) -> dict:
     return obj
 
 
+def run_status(run_dir: Path) -> str | None:
+    """The status in a run folder's summary.json, or None when it has none or it is unreadable."""
+    try:
+        return read_json(Path(run_dir) / "summary.json").get("status")
+    except ValueError:
+        return None
+
+
 def update_summary(run_dir: Path, **fields: Any) -> dict:
     """Merge fields into the run's summary.json and stamp the update time."""
     path = Path(run_dir) / "summary.json"

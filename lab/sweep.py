@@ -110,14 +110,6 @@ def execute(notebook: str, output: Path, parameters: dict, kernel: str) -> None:
             os.replace(partial, output)
 
 
-def run_status(run_dir: Path) -> str | None:
-    """The status in a run folder's summary.json, or None when it has none."""
-    try:
-        return runs.read_json(run_dir / "summary.json").get("status")
-    except ValueError:
-        return None
-
-
 def error_text(error: Exception) -> str:
     """One line for an exception; papermill's carries the notebook's own exception."""
     if hasattr(error, "ename"):
@@ -155,7 +147,7 @@ def sweep(
     rows = []
     for model in tqdm(models, desc=f"sweep {preset}", disable=not progress):
         run_dir = runs_root / f"{preset}-{model}"
-        status = run_status(run_dir)
+        status = runs.run_status(run_dir)
         row = {"model": model, "run": run_dir.name, "status": "skipped", "error": None}
         if status == "finished":
             rows.append({**row, **runs.read_json(run_dir / "summary.json"), "status": "skipped"})
@@ -178,7 +170,8 @@ def sweep(
         try:
             execute("train", run_dir / "train.ipynb", parameters, kernel)
         except Exception as error:
-            if run_status(run_dir) != "failed":  # the notebook failed before fit could record it
+            # the notebook failed before fit could record it
+            if runs.run_status(run_dir) != "failed":
                 if not (run_dir / "config.json").exists():
                     runs.write_json(run_dir / "config.json", asdict(configs[model]))
                 runs.update_summary(

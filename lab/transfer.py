@@ -24,9 +24,7 @@ MODES = ("head", "whole", "scratch")
 def fit_once(config: Config) -> Path:
     """Train unless a finished run of that name exists; resume one that has a checkpoint."""
     run_dir = Path(config.runs_root) / config.name
-    summary = run_dir / "summary.json"
-    status = runs.read_json(summary).get("status") if summary.exists() else None
-    if status == "finished":
+    if runs.run_status(run_dir) == "finished":
         return run_dir
     if (run_dir / "checkpoint.pt").exists():
         return fit(replace(config, resume=True))
