@@ -29,6 +29,7 @@ from lab.models import (
     freeze_backbone,
     model_names,
     param_groups,
+    train_mode,
 )
 
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
@@ -370,7 +371,7 @@ def train_one_epoch(
         generator=generator,
         drop_last=True,
     )
-    model.train()
+    train_mode(model, config.freeze_backbone)
     totals = torch.zeros(3, device=device)  # loss sum, correct, count
     start = time.perf_counter()
     bar = tqdm(

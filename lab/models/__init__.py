@@ -129,6 +129,17 @@ def freeze_backbone(model: nn.Module) -> nn.Module:
     return model
 
 
+def train_mode(model: nn.Module, frozen_backbone: bool = False) -> nn.Module:
+    """model.train(), but a frozen backbone's norm layers keep their learned statistics."""
+    model.train()
+    if frozen_backbone:  # head only: the backbone must compute exactly what it was trained to
+        head = classifier_name(model)
+        for name, module in model.named_modules():
+            if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)) and not name.startswith(head):
+                module.eval()
+    return model
+
+
 def param_groups(
     model: nn.Module,
     lr: float,
