@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
     """One option per Config field (`--batch-size 128`, `--no-channels-last`, ...)."""
+    from lab.presets import PRESETS
     from lab.train import Config
 
     defaults = Config()
@@ -23,12 +24,18 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
             continue
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
+        # Only options given on the command line reach the namespace, so that they, and only
+        # they, override a preset's values.
+        options = {"default": argparse.SUPPRESS, "help": f"default: {default!r}"}
+        if field.name == "preset":
+            options["choices"] = list(PRESETS)
+            options["help"] = "start from this preset's values; other options override them"
+        elif not isinstance(default, bool):
+            options["metavar"] = field.name.upper()
         if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **options)
         else:
-            parser.add_argument(
-                flag, type=type(default), default=default, metavar=field.name.upper()
-            )
+            parser.add_argument(flag, type=type(default), **options)
 
 
 def print_table(rows: list[dict]) -> None:
@@ -79,7 +86,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         run_dir = Path(args.resume)
         config = config_from_dict(runs.read_json(run_dir / "config.json"))
         config.runs_root, config.name, config.resume = str(run_dir.parent), run_dir.name, True
-        config.quiet = args.quiet
+        config.quiet = getattr(args, "quiet", False)
     else:
         config = config_from_args(args)
     run_dir = fit(config)
@@ -93,10 +100,16 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> "Config":
-    """The Config that the command line's --field options describe."""
+    """The Config of the command line: the --preset's values (if any), then the given options."""
+    from lab.presets import preset_config
     from lab.train import Config
 
-    return Config(**{f.name: getattr(args, f.name) for f in fields(Config) if f.name != "resume"})
+    given = {
+        f.name: getattr(args, f.name)
+        for f in fields(Config)
+        if f.name != "resume" and hasattr(args, f.name)  # --resume takes a run folder
+    }
+    return preset_config(given.pop("preset", ""), given.pop("model", Config.model), **given)
 
 
 def cmd_transfer(args: argparse.Namespace) -> None:

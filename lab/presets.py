@@ -118,7 +118,7 @@ def preset_config(preset: str, model: str, **overrides: Any) -> Config:
         values.update(spec["config"], **spec["per_model"].get(model, {}))
         if overrides.get("weights"):
             values.update(spec.get("with_weights", {}).get(model, {}))
-        values["preset"] = preset
+        values.update(preset=preset, name=f"{preset}-{model}")  # the sweep's run names
     values.update(overrides, model=model)
     config = Config(**values)
     check_config(config)

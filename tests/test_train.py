@@ -223,6 +223,20 @@ def test_cli_errors_are_one_clear_line(args: list[str], message: str, tmp_path: 
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_cli_train_starts_from_a_preset(base: Config, tmp_path: Path) -> None:
+    # quick's values for squeezenet (lr 0.05, batch 64, flip, channel mean), except what is given
+    args = ["--preset", "quick", "--model", "squeezenet", "--epochs", "1", "--classes", "2"]
+    args += ["--data", base.data, "--cache-dir", base.cache_dir, "--device", "cpu"]
+    args += ["--runs-root", str(tmp_path), "--quiet", "--train-eval-size", "32"]
+    assert main(["train", *args]) == 0
+    config = json.loads((tmp_path / "quick-squeezenet" / "config.json").read_text())
+    assert (config["preset"], config["lr"], config["batch_size"]) == ("quick", 0.05, 64)
+    assert (config["augment"], config["normalize"]) == ("flip", "channel")
+    assert (config["epochs"], config["classes"]) == (1, 2)  # given options win over the preset
+    assert main(["train", *args[:6], "--lr", "0.3", "--name", "x", *args[6:]]) == 0
+    assert json.loads((tmp_path / "x" / "config.json").read_text())["lr"] == 0.3
+
+
 def test_cli_runs_and_models(finished: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["runs", str(finished.parent)]) == 0
     assert "finished" in capsys.readouterr().out
