@@ -372,7 +372,11 @@ def train_one_epoch(
         drop_last=True,
     )
     train_mode(model, config.freeze_backbone)
-    totals = torch.zeros(3, device=device)  # loss sum, correct, count
+    # Sums stay on the device and the image count in Python: nothing in the loop makes the CPU
+    # wait for the GPU, except the progress bar's loss every 20 steps when it is shown.
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device)
+    seen = 0
     start = time.perf_counter()
     bar = tqdm(
         stream,
@@ -382,7 +386,7 @@ def train_one_epoch(
         mininterval=2.0,  # a few updates an epoch: executed notebooks keep every one
         disable=config.quiet or rank != 0,
     )
-    for x, y in bar:
+    for step, (x, y) in enumerate(bar):
         with autocast(device, config.amp):
             logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
@@ -392,22 +396,20 @@ def train_one_epoch(
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         scheduler.step()
-        totals += torch.stack(
-            [
-                loss.detach() * len(y),
-                (logits.argmax(1) == y).sum(),
-                torch.tensor(len(y), device=device),
-            ]
-        )
-        if bar.n % 20 == 0:
-            bar.set_postfix(loss=f"{totals[0].item() / totals[2].item():.3f}")
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+        if not bar.disable and step % 20 == 0:
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}")
+    totals = torch.stack([loss_sum, correct, torch.tensor(float(seen), device=device)])
     if world > 1:
         dist.all_reduce(totals)
+    loss_total, correct_total, count = totals.tolist()  # waits for the GPU: the time is real
     seconds = time.perf_counter() - start
-    count = max(1.0, totals[2].item())
+    count = max(1.0, count)
     return {
-        "train_loss": totals[0].item() / count,
-        "train_top1": 100 * totals[1].item() / count,
+        "train_loss": loss_total / count,
+        "train_top1": 100 * correct_total / count,
         "epoch_time_s": seconds,
         "images_per_s": count / seconds,
     }
