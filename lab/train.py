@@ -116,9 +116,11 @@ def check_config(config: Config) -> None:
 
 # ----------------------------------------------------------------------------- setup
 def resolve_device(name: str) -> torch.device:
-    """Pick the device: `auto` means CUDA when present (this process's local rank under DDP)."""
+    """The device: `auto` = CUDA when present; `cuda` = the GPU of this process's local rank."""
     if name == "auto":
-        name = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":  # under torchrun each rank takes its own GPU
+        name = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but CUDA is not available")

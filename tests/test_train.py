@@ -16,7 +16,7 @@ import torch
 
 from lab import runs
 from lab.cli import main
-from lab.train import Config, evaluate_run, fit, lr_factor
+from lab.train import Config, evaluate_run, fit, lr_factor, resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -235,6 +235,14 @@ def test_cli_train_starts_from_a_preset(base: Config, tmp_path: Path) -> None:
     assert (config["epochs"], config["classes"]) == (1, 2)  # given options win over the preset
     assert main(["train", *args[:6], "--lr", "0.3", "--name", "x", *args[6:]]) == 0
     assert json.loads((tmp_path / "x" / "config.json").read_text())["lr"] == 0.3
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the message of a machine without CUDA")
+def test_cuda_without_a_gpu_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(ValueError, match="device 'cuda:1' asked for, but CUDA is not available"):
+        resolve_device("cuda")  # under torchrun, rank 1 asks for its own GPU
+    assert resolve_device("auto") == torch.device("cpu")
 
 
 def test_cli_runs_and_models(finished: Path, capsys: pytest.CaptureFixture) -> None:
