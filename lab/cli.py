@@ -229,7 +229,11 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("transfer", help="pretrain on K classes, fine-tune on the next K")
     add_config_options(p)
-    p.add_argument("--sizes", default="50,100,500", help="images a class to fine-tune with")
+    p.add_argument(
+        "--sizes",
+        default="50,100,450",
+        help="train images a class to fine-tune with (450 = all: the other 50 are val)",
+    )
     p.add_argument("--pretrain-epochs", type=int, default=0, help="0 = --epochs")
     p.set_defaults(func=cmd_transfer)
 

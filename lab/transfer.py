@@ -36,7 +36,7 @@ def fit_once(config: Config) -> Path:
 def transfer_experiment(
     base: Config,
     classes: int = 100,
-    sizes: tuple[int, ...] = (50, 100, 500),
+    sizes: tuple[int, ...] = (50, 100, 450),
     pretrain_epochs: int = 0,
 ) -> pd.DataFrame:
     """Pretrain on `classes` classes, fine-tune on the next `classes` three ways per size."""
