@@ -1,0 +1,48 @@
+"""The committed run records in results/: complete, self-consistent and readable by the lab."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lab import runs
+from lab.train import config_from_dict
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+ROOTS = sorted(path for path in RESULTS.iterdir() if path.is_dir())
+
+
+def test_results_exist() -> None:
+    assert ROOTS, "results/ holds no run records"
+
+
+@pytest.mark.parametrize("root", ROOTS, ids=lambda path: path.name)
+def test_every_record_is_a_finished_run(root: Path) -> None:
+    table = runs.load_runs(root)
+    assert not table.empty
+    for row in table.itertuples():
+        assert row.status == "finished", f"{row.path}: {row.status} {row.error}"
+        run = Path(row.path)
+        config = config_from_dict(runs.read_json(run / "config.json"))
+        metrics = pd.read_csv(run / "metrics.csv")
+        assert list(metrics["epoch"]) == list(range(1, config.epochs + 1)), run
+        assert row.epochs_done == config.epochs
+        assert row.best_val_top1 == pytest.approx(metrics["val_top1"].max())
+        per_class = pd.read_csv(run / "per_class.csv")
+        assert len(per_class) == row.num_classes == (config.classes or 200)
+        assert (per_class["count"] == 50).all()  # the official val set: 50 images a class
+        assert 100 * per_class["correct"].sum() / 50 / len(per_class) == pytest.approx(
+            row.test_top1
+        )
+
+
+@pytest.mark.parametrize(
+    "root", [r for r in ROOTS if (r / "transfer.csv").exists()], ids=lambda path: path.name
+)
+def test_transfer_table_matches_its_runs(root: Path) -> None:
+    table = pd.read_csv(root / "transfer.csv")
+    assert set(table["mode"]) == {"head", "whole", "scratch"}
+    for row in table.itertuples():
+        summary = runs.read_json(root / f"transfer-{row.mode}-{row.per_class}" / "summary.json")
+        assert row.test_top1 == pytest.approx(summary["test_top1"])
+        assert row.gap == pytest.approx(summary["train_top1"] - summary["test_top1"])
