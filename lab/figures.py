@@ -12,6 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from lab import data, runs
+from lab.presets import PRESETS
 from lab.study import STUDY
 
 SPLITS = ("train", "val", "test")
@@ -357,15 +358,45 @@ def transfer_figure(table: pd.DataFrame) -> Figure:
     return fig
 
 
+def preset_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Test top-1 of each model's best-val finished run under each preset (models x presets)."""
+    finished = table[table["status"] == "finished"].fillna({"preset": ""})
+    best = finished.sort_values("val_top1", ascending=False, kind="stable")
+    best = best.drop_duplicates(["model", "preset"]).replace({"preset": {"": "none"}})
+    scores = best.pivot(index="model", columns="preset", values="test_top1")
+    models = [m for m in STUDY if m in scores.index] + sorted(set(scores.index) - set(STUDY))
+    known = [p for p in PRESETS if p in scores.columns]
+    return scores.loc[models, known + sorted(set(scores.columns) - set(known))]
+
+
+def presets_figure(table: pd.DataFrame) -> Figure:
+    """Grouped bars: each model's test top-1 under each preset (see `preset_table`)."""
+    scores = preset_table(table)
+    fig = Figure(figsize=(max(6.0, 1.2 * len(scores)), 3.8), layout="constrained")
+    ax = fig.subplots()
+    x, width = np.arange(len(scores)), 0.8 / len(scores.columns)
+    for i, preset in enumerate(scores.columns):
+        bars = ax.bar(x + (i - (len(scores.columns) - 1) / 2) * width, scores[preset], width)
+        bars.set_label(preset)
+        ax.bar_label(bars, fmt="%.1f", fontsize="x-small", padding=2)
+    ax.set_xticks(x, scores.index, rotation=20)
+    ax.set(ylabel="test top-1 (%)", ylim=(0, min(100, 1.15 * np.nanmax(scores.to_numpy()))))
+    ax.set_title("Each model under each preset (best-val run)")
+    ax.legend(title="preset")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
 def make_figures(runs_root: str | Path, out_dir: str | Path) -> list[Path]:
-    """Write accuracy.png, curves.png, saliency.png (the best-val run) and transfer.png if any."""
+    """Write the accuracy, curves, saliency, presets and transfer PNGs that the records allow."""
     table = finished_runs(runs_root)
     top = Path(best_runs(table).sort_values("val_top1", ascending=False)["path"].iloc[0])
-    figures = {
-        "accuracy.png": accuracy_figure(table),
-        "curves.png": curves_figure(table["path"]),
-        "saliency.png": saliency_figure([top], pick_images(top)),
-    }
+    figures = {"accuracy.png": accuracy_figure(table), "curves.png": curves_figure(table["path"])}
+    # records exported to results/ keep no checkpoint or predictions: no saliency from them
+    if (top / "checkpoint.pt").exists() and (top / "predictions.csv").exists():
+        figures["saliency.png"] = saliency_figure([top], pick_images(top))
+    if table["preset"].nunique() > 1:  # e.g. paper and best runs of the same models
+        figures["presets.png"] = presets_figure(table)
     if (Path(runs_root) / "transfer.csv").exists():  # written by lab transfer
         figures["transfer.png"] = transfer_figure(pd.read_csv(Path(runs_root) / "transfer.csv"))
     return [save_figure(fig, Path(out_dir) / name) for name, fig in figures.items()]

@@ -37,10 +37,23 @@ def runs_root(tiny_archive: Path, tiny_cache: Path, tmp_path_factory) -> Path:
 
 def test_make_figures_writes_pngs(runs_root: Path, tmp_path: Path) -> None:
     paths = figures.make_figures(runs_root, tmp_path / "out")
-    assert [p.name for p in paths] == ["accuracy.png", "curves.png", "saliency.png"]
+    assert [p.name for p in paths] == ["accuracy.png", "curves.png", "saliency.png"]  # one preset
     for path in paths:
         assert path.read_bytes()[:8] == PNG
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in paths)
+
+
+def test_make_figures_compares_presets(runs_root: Path, tmp_path: Path) -> None:
+    # exported records (results/) of run "ok" (no preset) and of a copy under the paper preset
+    root = tmp_path / "root"
+    runs.export_runs(runs_root, root)
+    runs.export_runs(runs_root, tmp_path / "copy")
+    (tmp_path / "copy" / "ok").rename(root / "paper-ok")
+    runs.update_summary(root / "paper-ok", preset="paper")
+    paths = figures.make_figures(root, tmp_path / "out")
+    # no saliency: exported records keep no checkpoint
+    assert [p.name for p in paths] == ["accuracy.png", "curves.png", "presets.png"]
+    assert (tmp_path / "out" / "presets.png").read_bytes()[:8] == PNG
 
 
 def test_make_figures_needs_a_finished_run(tmp_path: Path) -> None:
@@ -69,6 +82,32 @@ def test_study_table_takes_the_best_val_run_and_the_gap() -> None:
     assert np.isnan(rows.loc["squeezenet", "study_test"])  # the study gives no numbers
     assert np.isnan(rows.loc["baseline", "test_top1"])  # no run of ours
     assert np.isnan(rows.loc["resnet18", "gap_val"]) and rows.loc["resnet18", "val_top1"] == 60
+
+
+def test_preset_table_puts_presets_side_by_side() -> None:
+    table = pd.DataFrame(
+        [
+            {"model": "resnet18", "preset": "best", "status": "finished", "val_top1": 60.0,
+             "test_top1": 59.0},
+            {"model": "resnet20", "preset": "best", "status": "finished", "val_top1": 50.0,
+             "test_top1": 49.0},
+            {"model": "resnet20", "preset": "best", "status": "finished", "val_top1": 56.0,
+             "test_top1": 51.0},
+            {"model": "resnet20", "preset": "paper", "status": "finished", "val_top1": 40.0,
+             "test_top1": 41.0},
+            {"model": "resnet20", "preset": "paper", "status": "failed", "val_top1": 99.0,
+             "test_top1": 99.0},
+            {"model": "baseline", "preset": None, "status": "finished", "val_top1": 30.0,
+             "test_top1": 31.0},
+        ]
+    )  # fmt: skip
+    scores = figures.preset_table(table)
+    assert list(scores.columns) == ["paper", "best", "none"]  # the presets' order, then others
+    assert list(scores.index) == ["baseline", "resnet20", "resnet18"]  # the study's order first
+    assert scores.loc["resnet20", "best"] == 51.0  # the best run on val, never on test
+    assert scores.loc["resnet20", "paper"] == 41.0  # a failed run never counts
+    assert np.isnan(scores.loc["resnet18", "paper"])
+    assert figures.presets_figure(table).axes[0].get_legend() is not None
 
 
 def test_is_grayscale() -> None:
