@@ -382,7 +382,7 @@ def presets_figure(table: pd.DataFrame) -> Figure:
     ax.set_xticks(x, scores.index, rotation=20)
     ax.set(ylabel="test top-1 (%)", ylim=(0, min(100, 1.15 * np.nanmax(scores.to_numpy()))))
     ax.set_title("Each model under each preset (best-val run)")
-    ax.legend(title="preset")
+    fig.legend(title="preset", loc="outside right upper")
     ax.grid(axis="y", alpha=0.3)
     return fig
 
