@@ -2,12 +2,10 @@
 
 quick:  all six study models on 10 classes (all 450 train images a class, 500 val, 500 test) on
         the CPU, epochs per model sized by its measured speed (train img/s on 2 idle cores:
-        baseline ~370, alexnet_reduced ~85, vgg_reduced ~350, inception ~345, resnet20 ~340,
-        squeezenet ~300). `lab sweep --preset quick`, measured: test top-1 baseline 61.6,
+        baseline 582, alexnet_reduced 87, vgg_reduced 331, inception 356, resnet20 295,
+        squeezenet 310). `lab sweep --preset quick`, measured: test top-1 baseline 61.6,
         alexnet_reduced 57.0, vgg_reduced 54.4, inception 47.8, resnet20 55.8, squeezenet 52.4
-        (chance 10%); about 12-13 minutes on 2 idle cores (resnet20 110 s and squeezenet 90 s
-        measured idle, the rest estimated from their idle speed), 2-4 times longer while other
-        jobs share the cores.
+        (chance 10%); 11 min 42 s on 2 idle cores, 2-4 times longer while other jobs share them.
 paper:  the study's settings on the full data (SGD 0.9, lr 0.1, batch 256, wd 1e-4, 5 epochs,
         all 200 classes, per-pixel mean); meant for a GPU.
 best:   our recipe per model, meant to beat each study row on a GPU in minutes: one-cycle lr with
