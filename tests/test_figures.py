@@ -107,7 +107,11 @@ def test_preset_table_puts_presets_side_by_side() -> None:
     assert scores.loc["resnet20", "best"] == 51.0  # the best run on val, never on test
     assert scores.loc["resnet20", "paper"] == 41.0  # a failed run never counts
     assert np.isnan(scores.loc["resnet18", "paper"])
-    assert figures.presets_figure(table).axes[0].get_legend() is not None
+    assert [t.get_text() for t in figures.presets_figure(table).legends[0].texts] == [
+        "paper",
+        "best",
+        "none",
+    ]
 
 
 def test_is_grayscale() -> None:
