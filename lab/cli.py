@@ -27,15 +27,15 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         # Only options given on the command line reach the namespace, so that they, and only
         # they, override a preset's values.
         options = {"default": argparse.SUPPRESS, "help": f"default: {default!r}"}
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **options)
+            continue
         if field.name == "preset":
             options["choices"] = list(PRESETS)
             options["help"] = "start from this preset's values; other options override them"
-        elif not isinstance(default, bool):
-            options["metavar"] = field.name.upper()
-        if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **options)
         else:
-            parser.add_argument(flag, type=type(default), **options)
+            options["metavar"] = field.name.upper()
+        parser.add_argument(flag, type=type(default), **options)
 
 
 def print_table(rows: list[dict]) -> None:
@@ -209,6 +209,8 @@ def cmd_figures(args: argparse.Namespace) -> None:
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser of the `lab` command."""
+    from lab.presets import PRESETS
+
     main_parser = argparse.ArgumentParser(prog="lab", description=__doc__)
     sub = main_parser.add_subparsers(dest="command", required=True)
 
@@ -252,7 +254,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("sweep", help="run a preset's notebooks for several models")
-    p.add_argument("--preset", choices=["quick", "paper", "best"], required=True)
+    p.add_argument("--preset", choices=list(PRESETS), required=True)
     p.add_argument("--models", default="", help="comma-separated (default: the preset's)")
     p.add_argument("--runs-root", default="runs")
     p.add_argument("--data", default="", help="archive or folder (default: $TINY_IMAGENET)")

@@ -360,9 +360,10 @@ def transfer_figure(table: pd.DataFrame) -> Figure:
 
 def preset_table(table: pd.DataFrame) -> pd.DataFrame:
     """Test top-1 of each model's best-val finished run under each preset (models x presets)."""
-    finished = table[table["status"] == "finished"].fillna({"preset": ""})
+    finished = table[table["status"] == "finished"]
+    finished = finished.assign(preset=finished["preset"].replace("", None).fillna("none"))
     best = finished.sort_values("val_top1", ascending=False, kind="stable")
-    best = best.drop_duplicates(["model", "preset"]).replace({"preset": {"": "none"}})
+    best = best.drop_duplicates(["model", "preset"])
     scores = best.pivot(index="model", columns="preset", values="test_top1")
     models = [m for m in STUDY if m in scores.index] + sorted(set(scores.index) - set(STUDY))
     known = [p for p in PRESETS if p in scores.columns]

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -79,6 +80,18 @@ def run_status(run_dir: Path) -> str | None:
         return read_json(Path(run_dir) / "summary.json").get("status")
     except ValueError:
         return None
+
+
+def resume_or_clear(run_dir: Path) -> str:
+    """What an existing run folder allows: "finished", "resume" (it has a checkpoint) or "new"."""
+    run_dir = Path(run_dir)
+    if run_status(run_dir) == "finished":
+        return "finished"
+    if (run_dir / "checkpoint.pt").exists():
+        return "resume"
+    if run_dir.exists():  # failed before its first epoch: nothing to keep
+        shutil.rmtree(run_dir)
+    return "new"
 
 
 def update_summary(run_dir: Path, **fields: Any) -> dict:
@@ -164,11 +177,11 @@ def export_runs(root: Path, dest: Path) -> list[Path]:
     for run_dir in run_dirs(root):
         for name in RECORD_FILES:
             if (run_dir / name).exists():
-                data = (run_dir / name).read_bytes()
-                written.append(
-                    atomic_write(dest / run_dir.name / name, lambda t, d=data: t.write_bytes(d))
-                )
-    for table in sorted(root.glob("*.csv")):
-        data = table.read_bytes()
-        written.append(atomic_write(dest / table.name, lambda t, d=data: t.write_bytes(d)))
+                written.append(copy_file(run_dir / name, dest / run_dir.name / name))
+    written += [copy_file(table, dest / table.name) for table in sorted(root.glob("*.csv"))]
     return written
+
+
+def copy_file(source: Path, dest: Path) -> Path:
+    """Copy a file atomically."""
+    return atomic_write(dest, lambda tmp: shutil.copyfile(source, tmp))

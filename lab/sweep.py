@@ -7,7 +7,6 @@ only warns about a parameter the notebook does not declare.
 import ast
 import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import asdict
@@ -137,24 +136,22 @@ def sweep(
     overrides = dict(overrides or {})
     runs_root = Path(runs_root).resolve()  # the notebooks run with notebooks/ as cwd
     # check every config before the first run, so a typo fails in seconds, not hours
+    if "name" in overrides:
+        raise ValueError("a sweep names each run {preset}-{model}: name cannot be set")
     configs = {
-        model: preset_config(
-            preset, model, **overrides, runs_root=str(runs_root), name=f"{preset}-{model}"
-        )
+        model: preset_config(preset, model, **overrides, runs_root=str(runs_root))
         for model in models
     }
     kernel = kernel_name or default_kernel()
     rows = []
     for model in tqdm(models, desc=f"sweep {preset}", disable=not progress):
-        run_dir = runs_root / f"{preset}-{model}"
-        status = runs.run_status(run_dir)
+        run_dir = runs_root / configs[model].name
+        action = runs.resume_or_clear(run_dir)
         row = {"model": model, "run": run_dir.name, "status": "skipped", "error": None}
-        if status == "finished":
+        if action == "finished":
             rows.append({**row, **runs.read_json(run_dir / "summary.json"), "status": "skipped"})
             continue
-        resume = status is not None and (run_dir / "checkpoint.pt").exists()
-        if status is not None and not resume:
-            shutil.rmtree(run_dir)  # a failed start with nothing to keep but its notebook
+        resume = action == "resume"
         if resume:  # so a failure before fit starts is told apart from the earlier one
             runs.update_summary(run_dir, status="running", error=None)
         run_dir.mkdir(parents=True, exist_ok=True)

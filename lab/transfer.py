@@ -9,7 +9,6 @@ the same network from random weights (`scratch`). The train-test gap shows where
 overfits.
 """
 
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,13 +23,10 @@ MODES = ("head", "whole", "scratch")
 def fit_once(config: Config) -> Path:
     """Train unless a finished run of that name exists; resume one that has a checkpoint."""
     run_dir = Path(config.runs_root) / config.name
-    if runs.run_status(run_dir) == "finished":
+    action = runs.resume_or_clear(run_dir)
+    if action == "finished":
         return run_dir
-    if (run_dir / "checkpoint.pt").exists():
-        return fit(replace(config, resume=True))
-    if run_dir.exists():  # failed before its first epoch: nothing to keep
-        shutil.rmtree(run_dir)
-    return fit(config)
+    return fit(replace(config, resume=action == "resume"))
 
 
 def transfer_experiment(

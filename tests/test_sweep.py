@@ -115,6 +115,14 @@ def test_unknown_model_fails_before_any_run(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
+def test_a_sweep_names_its_own_runs(tmp_path: Path) -> None:
+    # one name for every model would make the second model skip the first one's finished run
+    with pytest.raises(ValueError, match="name cannot be set"):
+        sweep("quick", ["baseline", "resnet20"], tmp_path, {"name": "x"}, progress=False)
+    assert not list(tmp_path.iterdir())
+    assert preset_config("quick", "resnet20").name == "quick-resnet20"
+
+
 def test_notebook_that_cannot_start_is_recorded(tiny_archive: Path, tiny_cache: Path, tmp_path):
     overrides = tiny(tiny_archive, tiny_cache)
     table = sweep(

@@ -132,10 +132,9 @@ def freeze_backbone(model: nn.Module) -> nn.Module:
 def train_mode(model: nn.Module, frozen_backbone: bool = False) -> nn.Module:
     """model.train(), but a frozen backbone's norm layers keep their learned statistics."""
     model.train()
-    if frozen_backbone:  # head only: the backbone must compute exactly what it was trained to
-        head = classifier_name(model)
-        for name, module in model.named_modules():
-            if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)) and not name.startswith(head):
+    if frozen_backbone:  # the head is one nn.Linear, so every norm layer is in the backbone
+        for module in model.modules():
+            if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 module.eval()
     return model
 
