@@ -73,10 +73,8 @@ def run_model(path: str):
 
 @st.cache_resource(show_spinner="Reading the data cache", max_entries=16)
 def split_of(source: str, cache_dir: str, classes: int, first_class: int, split: str) -> data.Split:
-    """A memory-mapped split as a run saw it (shared: no copy of the arrays).
-
-    classes 0 = all, else `classes` classes from `first_class` on (lab.train.run_classes).
-    """
+    """A memory-mapped split as a run saw it (shared: no copy of the arrays)."""
+    # classes 0 = all, else `classes` classes from `first_class` on (lab.train.run_classes)
     cache = data.prepare(source or None, cache_dir or None, progress=False)
     config = Config(data=source, cache_dir=cache_dir, classes=classes, first_class=first_class)
     return data.load_split(split, cache_dir=cache, classes=run_classes(config, cache))
