@@ -502,7 +502,8 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
 
     first_epoch, elapsed = 1, 0.0
     if config.resume:
-        state = torch.load(run_dir / "checkpoint.pt", map_location=device, weights_only=False)
+        # On the CPU: the RNG states must stay CPU tensors; the rest moves to the model's device.
+        state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
