@@ -1,5 +1,8 @@
 """The committed run records in results/: complete, self-consistent and readable by the lab."""
 
+import os
+import subprocess
+import tarfile
 from pathlib import Path
 
 import pandas as pd
@@ -46,3 +49,36 @@ def test_transfer_table_matches_its_runs(root: Path) -> None:
         summary = runs.read_json(root / f"transfer-{row.mode}-{row.per_class}" / "summary.json")
         assert row.test_top1 == pytest.approx(summary["test_top1"])
         assert row.gap == pytest.approx(summary["train_top1"] - summary["test_top1"])
+
+
+def test_gpu_script_runs_stops_at_its_deadline_and_returns_the_records(
+    tiny_archive: Path, tmp_path: Path
+) -> None:
+    # results/gpu.sh on the CPU: a short run, a benchmark, a run stopped at the deadline, and a
+    # run that must not start; the records and the benchmark's table come back in OUT.
+    out = tmp_path / "out"
+    out.mkdir()
+    cheap = "--model resnet20_cifar --batch-size 32 --lr 0.05 --train-eval-size 64"
+    plan = [
+        f"{cheap} --epochs 1 --name short",
+        "bench --variants plain --models resnet20_cifar --batch-size 16 --steps 2 --device cpu",
+        f"{cheap} --epochs 10000 --name stopped",
+        f"{cheap} --epochs 1 --name never",
+    ]
+    env = {**os.environ, "OUT": str(out), "DEVICE": "cpu", "LAB_DATA_DIR": str(tmp_path / "d")}
+    env.update(MIN_LEFT="5", RUNS_ROOT=str(tmp_path / "runs"))
+    script = RESULTS / "gpu.sh"
+    subprocess.run(
+        ["bash", script, tiny_archive, "45", *plan], env=env, cwd=tmp_path, check=True, timeout=120
+    )
+    log = (out / "log.txt").read_text()
+    assert "=== not started, out of time: " + plan[3] in log
+    assert "plain" in (out / "benchmark.txt").read_text()
+    with tarfile.open(out / "records.tgz") as archive:
+        archive.extractall(tmp_path / "back", filter="data")
+    back = runs.load_runs(tmp_path / "back" / "records").set_index("run")
+    assert sorted(back.index) == ["short", "stopped"]
+    assert back.loc["short", "status"] == "finished"
+    assert back.loc["stopped", "status"] == "failed" and "KeyboardInterrupt" in str(
+        back.loc["stopped", "error"]
+    )
