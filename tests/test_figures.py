@@ -112,6 +112,11 @@ def test_preset_table_puts_presets_side_by_side() -> None:
         "best",
         "none",
     ]
+    full_data = figures.presets_figure(table.assign(num_classes=200))  # the study's setting
+    assert [t.get_text() for t in full_data.legends[0].texts][:2] == ["study", "paper"]
+    study_bars = full_data.axes[0].containers[0]
+    assert study_bars[1].get_height() == 55.40  # resnet20, the study's test top-1
+    assert np.isnan(study_bars[2].get_height())  # resnet18 is not in the study
 
 
 def test_is_grayscale() -> None:
