@@ -14,8 +14,9 @@
 set -u -o pipefail
 zip=$(realpath "$1") seconds=$2
 shift 2
-cd "$(dirname "$0")/.."  # the repository's root: python3 -m lab.cli needs no install
+cd "$(dirname "$0")/.."  # the repository's root: `python -m lab.cli` needs no install
 out=${OUT:?set OUT to the folder that comes back}
+python=${PYTHON:-python3}  # the GPU image's python3 holds torch
 min_left=${MIN_LEFT:-30}  # seconds a run needs left to be worth starting
 deadline=$(($(date +%s) + seconds))
 export TINY_IMAGENET=$zip LAB_DATA_DIR=${LAB_DATA_DIR:-$HOME/lab-data} PYTHONUNBUFFERED=1
@@ -31,8 +32,8 @@ until_deadline() {  # Ctrl-C at the deadline
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
-until_deadline python3 -m lab.cli data prepare --data "$zip" || exit 1
+"$python" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
+until_deadline "$python" -m lab.cli data prepare --data "$zip" || exit 1
 for run in "$@"; do
   if [ "$(left)" -lt "$min_left" ]; then
     echo "=== not started, out of time: $run"
@@ -42,15 +43,15 @@ for run in "$@"; do
   echo "=== $run"
   if [[ $run == bench* ]]; then
     # shellcheck disable=SC2086  # options after `bench`
-    until_deadline python3 benchmarks/train.py --variants all --batch-size 256 --data "$zip" \
+    until_deadline "$python" benchmarks/train.py --variants all --batch-size 256 --data "$zip" \
       ${run#bench} | tee -a "$out/benchmark.txt"
   else
     # shellcheck disable=SC2086  # a RUN is a list of options
-    until_deadline python3 -m lab.cli train $run --device "${DEVICE:-cuda}" \
+    until_deadline "$python" -m lab.cli train $run --device "${DEVICE:-cuda}" \
       --runs-root "$runs_root" --quiet
   fi
   echo "=== exit $? after $(($(date +%s) - start)) s: $run"
 done
-python3 -m lab.cli runs "$runs_root"
-python3 -m lab.cli export "$runs_root" "$out/records" >/dev/null &&
+"$python" -m lab.cli runs "$runs_root"
+"$python" -m lab.cli export "$runs_root" "$out/records" >/dev/null &&
   tar czf "$out/records.tgz" -C "$out" records && rm -rf "$out/records"

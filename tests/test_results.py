@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def test_gpu_script_runs_stops_at_its_deadline_and_returns_the_records(
         f"{cheap} --epochs 1 --name never",
     ]
     env = {**os.environ, "OUT": str(out), "DEVICE": "cpu", "LAB_DATA_DIR": str(tmp_path / "d")}
-    env.update(MIN_LEFT="5", RUNS_ROOT=str(tmp_path / "runs"))
+    env.update(MIN_LEFT="5", RUNS_ROOT=str(tmp_path / "runs"), PYTHON=sys.executable)
     script = RESULTS / "gpu.sh"
     subprocess.run(
         ["bash", script, tiny_archive, "45", *plan], env=env, cwd=tmp_path, check=True, timeout=120
