@@ -373,7 +373,7 @@ def preset_table(table: pd.DataFrame) -> pd.DataFrame:
 def presets_figure(table: pd.DataFrame) -> Figure:
     """Grouped bars: each model's test top-1 under each preset, and the study's on full data."""
     scores = preset_table(table)
-    if table.get("num_classes", pd.Series([0])).eq(200).all():  # the study's own setting
+    if "num_classes" in table and table["num_classes"].eq(200).all():  # the study's setting
         study = [STUDY[m][2] if STUDY.get(m) else np.nan for m in scores.index]
         scores.insert(0, "study", study)
     fig = Figure(figsize=(max(6.0, 1.2 * len(scores)), 3.8), layout="constrained")

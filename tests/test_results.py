@@ -52,13 +52,21 @@ def test_transfer_table_matches_its_runs(root: Path) -> None:
         assert row.gap == pytest.approx(summary["train_top1"] - summary["test_top1"])
 
 
+# The GPU machine's image has torch, torchvision, numpy, pandas, tqdm and matplotlib, not these.
+NOT_ON_THE_GPU_IMAGE = ("captum", "streamlit", "plotly", "papermill", "nbformat", "ipykernel")
+
+
 def test_gpu_script_runs_stops_at_its_deadline_and_returns_the_records(
     tiny_archive: Path, tmp_path: Path
 ) -> None:
-    # results/gpu.sh on the CPU: a short run, a benchmark, a run stopped at the deadline, and a
-    # run that must not start; the records and the benchmark's table come back in OUT.
-    out = tmp_path / "out"
+    # results/gpu.sh on the CPU, with the packages the GPU image lacks made unimportable (a
+    # sitecustomize on PYTHONPATH): a short run, a benchmark, a run stopped at the deadline, and
+    # a run that must not start; the records and the benchmark's table come back in OUT.
+    out, site = tmp_path / "out", tmp_path / "site"
     out.mkdir()
+    site.mkdir()
+    block = f"import sys\nsys.modules.update(dict.fromkeys({NOT_ON_THE_GPU_IMAGE!r}))\n"
+    (site / "sitecustomize.py").write_text(block)
     cheap = "--model resnet20_cifar --batch-size 32 --lr 0.05 --train-eval-size 64"
     plan = [
         f"{cheap} --epochs 1 --name short",
@@ -68,6 +76,11 @@ def test_gpu_script_runs_stops_at_its_deadline_and_returns_the_records(
     ]
     env = {**os.environ, "OUT": str(out), "DEVICE": "cpu", "LAB_DATA_DIR": str(tmp_path / "d")}
     env.update(MIN_LEFT="5", RUNS_ROOT=str(tmp_path / "runs"), PYTHON=sys.executable)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    blocked = subprocess.run(
+        [sys.executable, "-c", "import captum"], env=env, capture_output=True, text=True
+    )
+    assert "ModuleNotFoundError" in blocked.stderr, "the blocking itself must work"
     script = RESULTS / "gpu.sh"
     subprocess.run(
         ["bash", script, tiny_archive, "45", *plan], env=env, cwd=tmp_path, check=True, timeout=120
@@ -79,7 +92,7 @@ def test_gpu_script_runs_stops_at_its_deadline_and_returns_the_records(
         archive.extractall(tmp_path / "back", filter="data")
     back = runs.load_runs(tmp_path / "back" / "records").set_index("run")
     assert sorted(back.index) == ["short", "stopped"]
-    assert back.loc["short", "status"] == "finished"
+    assert back.loc["short", "status"] == "finished" and back.loc["short", "epochs_done"] == 1
     assert back.loc["stopped", "status"] == "failed" and "KeyboardInterrupt" in str(
         back.loc["stopped", "error"]
     )
