@@ -1,7 +1,11 @@
 """Training throughput per model, and the share of step time spent waiting for data.
 
-    python benchmarks/train.py                        # every model, CPU or GPU, default layout
-    python benchmarks/train.py --variants all         # GPU: +channels_last, +bf16, +compile
+    python benchmarks/train.py                        # every model: fp32 against bf16
+    python benchmarks/train.py --variants all         # plain, +channels_last, +bf16, +compile
+    python benchmarks/train.py --sizes 32,48,64       # progressive resizing's image sides
+
+bf16 runs where it is native (CUDA, or a CPU with AVX512-BF16, AMX or Arm BF16; see
+`lab.train.native_bf16`): elsewhere the bf16 variants run in fp32 and the header says so.
 
 Batches come from the lab's own loader (`lab.data.batches`, crop+flip augmentation on the
 device) over uint8 images: the real train split with --data, random pixels otherwise (speed
@@ -16,7 +20,7 @@ import torch.nn.functional as F
 
 from lab import data
 from lab.models import build_model, model_names
-from lab.train import autocast, resolve_device
+from lab.train import autocast, device_label, precision, resolve_device
 
 VARIANTS = {  # name: (channels_last, bf16 autocast, torch.compile)
     "plain": (False, False, False),
@@ -35,6 +39,7 @@ def measure(
     channels_last: bool,
     amp: bool,
     compile: bool,
+    size: int = 64,
 ) -> dict:
     """Time `steps` SGD steps after a warmup; returns img/s and the data-wait share."""
     device = images.device
@@ -55,6 +60,7 @@ def measure(
         augment="crop_flip",
         generator=generator,
         drop_last=True,
+        size=size,
     )
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     warmup = 3 if not compile else 10
@@ -88,9 +94,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument(
         "--variants",
-        default="plain,channels_last",
+        default="channels_last,channels_last+bf16",
         help=f"comma-separated from {', '.join(VARIANTS)}, or all",
     )
+    parser.add_argument("--sizes", default="64", help="comma-separated training image sides")
     parser.add_argument("--data", default="", help="use the real train split of this archive")
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -107,20 +114,23 @@ def main() -> None:
         labels = torch.randint(0, 200, (count,))
     images, labels = images.to(device), labels.to(device)
     print(
-        f"device {device}, batch {args.batch_size}, {args.steps} timed steps, torch "
-        f"{torch.__version__}"
+        f"{device_label(device)}, bf16 variants run in {precision(device, True)}, batch "
+        f"{args.batch_size}, {args.steps} timed steps, torch {torch.__version__}"
     )
-    print(f"{'model':<16}{'variant':<28}{'img/s':>9}{'data wait %':>13}{'x first':>9}")
+    print(f"{'model':<16}{'variant':<28}{'px':>4}{'img/s':>9}{'data wait %':>13}{'x first':>9}")
     for name in args.models.split(","):
         first = None
-        for variant in variants:
-            result = measure(name, images, labels, args.batch_size, args.steps, *VARIANTS[variant])
-            first = first or result["img/s"]
-            print(
-                f"{name:<16}{variant:<28}{result['img/s']:>9.0f}{result['data wait %']:>13.1f}"
-                f"{result['img/s'] / first:>9.2f}",
-                flush=True,
-            )
+        for size in map(int, args.sizes.split(",")):
+            for variant in variants:
+                result = measure(
+                    name, images, labels, args.batch_size, args.steps, *VARIANTS[variant], size
+                )
+                first = first or result["img/s"]
+                print(
+                    f"{name:<16}{variant:<28}{size:>4}{result['img/s']:>9.0f}"
+                    f"{result['data wait %']:>13.1f}{result['img/s'] / first:>9.2f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -194,7 +194,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.set)
     if args.data:
         overrides["data"] = args.data
-    table = sweep(args.preset, models, Path(args.runs_root), overrides)
+    export = Path(args.export) if args.export else None
+    table = sweep(args.preset, models, Path(args.runs_root), overrides, export=export)
     print(table.to_string(index=False))
     return int((table["status"] == "failed").any())
 
@@ -258,6 +259,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="", help="comma-separated (default: the preset's)")
     p.add_argument("--runs-root", default="runs")
     p.add_argument("--data", default="", help="archive or folder (default: $TINY_IMAGENET)")
+    p.add_argument("--export", default="", help="copy each finished run's record here")
     p.add_argument(
         "--set",
         action="append",

@@ -562,8 +562,10 @@ def batches(
     augment: str = "none",
     generator: torch.Generator | None = None,
     drop_last: bool = False,
+    size: int = SIZE,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Normalized float32 NCHW (channels_last) batches of uint8 NHWC images, on their device."""
+    """Normalized float32 NCHW (channels_last) batches of uint8 NHWC images, on their device,
+    resized to size x size (bilinear, antialiased) when size is not SIZE."""
     # augment: "none", "flip" (horizontal, p=0.5) or "crop_flip" (a random 64x64 crop of the
     # image zero-padded by PAD px, then the flip). All randomness for the pass is drawn up front
     # from `generator`, on its own device (default CPU): a CPU generator with a given seed gives
@@ -598,7 +600,11 @@ def batches(
             x = _flip(x, flip[start:end])
         # NHWC permuted to NCHW is channels_last, and float() keeps that layout.
         x = x.permute(0, 3, 1, 2).float()
-        yield torch.addcmul(bias, x, inv, out=x), labels[index]  # x * inv + bias, in one pass
+        x = torch.addcmul(bias, x, inv, out=x)  # x * inv + bias, in one pass
+        if size != SIZE:  # progressive resizing: whole batches, after the augmentation
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+            x = x.contiguous(memory_format=torch.channels_last)
+        yield x, labels[index]
 
 
 def _flip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:

@@ -170,14 +170,20 @@ def load_runs(root: Path) -> pd.DataFrame:
 RECORD_FILES = ("config.json", "summary.json", "metrics.csv", "per_class.csv")
 
 
+def export_run(run_dir: Path, dest: Path) -> list[Path]:
+    """Copy one run's small record files into dest/<run name>/."""
+    run_dir = Path(run_dir)
+    return [
+        copy_file(run_dir / name, Path(dest) / run_dir.name / name)
+        for name in RECORD_FILES
+        if (run_dir / name).exists()
+    ]
+
+
 def export_runs(root: Path, dest: Path) -> list[Path]:
     """Copy every run's small record files, and the root's own tables, from `root` to `dest`."""
     root, dest = Path(root), Path(dest)
-    written = []
-    for run_dir in run_dirs(root):
-        for name in RECORD_FILES:
-            if (run_dir / name).exists():
-                written.append(copy_file(run_dir / name, dest / run_dir.name / name))
+    written = [path for run_dir in run_dirs(root) for path in export_run(run_dir, dest)]
     written += [copy_file(table, dest / table.name) for table in sorted(root.glob("*.csv"))]
     return written
 

@@ -123,11 +123,13 @@ def sweep(
     overrides: dict | None = None,
     kernel_name: str | None = None,
     progress: bool = True,
+    export: Path | None = None,
 ) -> pd.DataFrame:
     """Train each model of a preset through train.ipynb, then run compare.ipynb.
 
     Runs are named `{preset}-{model}`; finished ones are skipped, a failed or interrupted one is
     resumed from its checkpoint (or started afresh), and a failure is recorded and passed over.
+    With `export`, each run's record is copied there (`runs.export_run`) as soon as it finishes.
     Returns one row per model (status finished, skipped or failed) plus one for compare.
     """
     if preset not in PRESETS:
@@ -175,6 +177,8 @@ def sweep(
                     run_dir, status="failed", error=error_text(error), model=model, preset=preset
                 )
         summary = runs.read_json(run_dir / "summary.json")
+        if export and summary.get("status") == "finished":
+            runs.export_run(run_dir, export)
         rows.append({**row, **summary, "sweep_time_s": time.perf_counter() - start})
     row = {"model": None, "run": "compare", "status": "finished", "error": None}
     start = time.perf_counter()

@@ -7,6 +7,7 @@ Defaults are the study's recipe (SGD, momentum 0.9, lr 0.1, batch 256, weight de
 
 import math
 import os
+import platform
 import subprocess
 import time
 from dataclasses import asdict, dataclass, fields
@@ -18,6 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from lab import data, runs
@@ -52,6 +54,11 @@ class Config:
     warmup_epochs: float = 0.0  # linear warmup from 0 (onecycle: 30% of the run when 0)
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     augment: str = "flip"  # none | flip | crop_flip (4 px pad, random crop, flip)
+    min_size: int = 64  # progressive resizing: first epochs at this side, 64 = off
+    ramp_start: float = 0.25  # fraction of the epochs after which the side starts to grow
+    ramp_end: float = 0.75  # fraction of the epochs from which training is at 64 px
+    ema: float = 0.0  # decay per step of an average of the weights, evaluated instead; 0 = off
+    tta_flip: bool = False  # evaluate each image and its mirror, averaging the logits
     no_decay_norm_bias: bool = False  # no weight decay on norm weights and biases
     grad_clip: float = 0.0  # max gradient norm, 0 = off
     normalize: str = "pixel"  # pixel = subtract the mean image (the study) | channel
@@ -67,7 +74,7 @@ class Config:
     seed: int = 0  # model init, data order and augmentation
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     channels_last: bool = True  # NHWC memory format: faster convolutions on CPU and GPU
-    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
+    amp: bool = True  # bfloat16 autocast on CUDA and on CPUs with native bf16 (else fp32)
     compile: bool = False  # torch.compile the model
     data: str = ""  # archive or folder; "" = $TINY_IMAGENET, else download
     cache_dir: str = ""  # decoded-array cache; "" = $LAB_DATA_DIR/cache
@@ -89,7 +96,7 @@ def check_config(config: Config) -> None:
     ]
     if config.model not in model_names():
         problems.append(f"unknown model {config.model!r}; choose from {', '.join(model_names())}")
-    positive = ("epochs", "batch_size", "lr", "input_size")
+    positive = ("epochs", "batch_size", "lr", "input_size", "min_size")
     problems += [f"{key} must be positive" for key in positive if getattr(config, key) <= 0]
     non_negative = (
         "momentum",
@@ -106,6 +113,12 @@ def check_config(config: Config) -> None:
     problems += [f"{key} must not be negative" for key in non_negative if getattr(config, key) < 0]
     if not (config.device in ("auto", "cpu") or config.device.startswith("cuda")):
         problems.append(f"device must be auto, cpu or cuda[:N], not {config.device!r}")
+    if config.min_size > data.SIZE:
+        problems.append(f"min_size must be at most {data.SIZE}")
+    if not 0 <= config.ramp_start <= config.ramp_end <= 1:
+        problems.append("ramp_start and ramp_end must be fractions with ramp_start <= ramp_end")
+    if not 0 <= config.ema < 1:
+        problems.append("ema must be in [0, 1)")
     if config.first_class and not config.classes:
         problems.append("first_class needs classes (how many classes from first_class on)")
     if config.resume and not config.name:
@@ -183,17 +196,44 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def cpu_info() -> tuple[str, set[str]]:
+    """The CPU's model name and feature flags (Linux's /proc/cpuinfo; elsewhere no flags)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine(), set()
+    fields_ = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields_ = {k.strip(): v.strip() for k, v in fields_.items()}
+    flags = fields_.get("flags") or fields_.get("Features") or ""
+    return fields_.get("model name", platform.machine()), set(flags.split())
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 math is native here: CUDA, or a CPU with AVX512-BF16, AMX or Arm BF16.
+
+    Without it CPU autocast emulates bf16 and runs slower than fp32, so the lab stays in fp32.
+    """
+    if device.type == "cuda":
+        return True
+    return bool(cpu_info()[1] & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def precision(device: torch.device, amp: bool) -> str:
+    """The precision a run computes in: bf16 (autocast) or fp32."""
+    return "bf16" if amp and native_bf16(device) else "fp32"
+
+
 def device_label(device: torch.device) -> str:
-    """A human label for the device, e.g. `NVIDIA H200` or `cpu (2 threads)`."""
+    """A human label for the device, e.g. `NVIDIA H200` or `AMD EPYC (2 threads)`."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
+    return f"{cpu_info()[0]} ({torch.get_num_threads()} threads)"
 
 
 # ----------------------------------------------------------------------------- evaluation
 def autocast(device: torch.device, enabled: bool) -> torch.autocast:
-    """bfloat16 autocast on CUDA; a no-op context on CPU, where bf16 is rarely faster."""
-    return torch.autocast(device.type, torch.bfloat16, enabled=enabled and device.type == "cuda")
+    """bfloat16 autocast where bf16 is native (see native_bf16); fp32 elsewhere."""
+    return torch.autocast(device.type, torch.bfloat16, enabled=enabled and native_bf16(device))
 
 
 @torch.no_grad()
@@ -204,15 +244,20 @@ def predict(
     scale: torch.Tensor,
     batch_size: int = 512,
     amp: bool = True,
+    tta_flip: bool = False,
 ) -> torch.Tensor:
-    """Logits (float32, CPU) for uint8 NHWC images, in order, without augmentation."""
+    """Logits (float32, CPU) for uint8 NHWC images, in order; with tta_flip, averaged with
+    the logits of the mirrored images."""
     model.eval()
     device = mean.device
     labels = torch.zeros(len(images), dtype=torch.long)
     outputs = []
     for x, _ in data.batches(images, labels, batch_size, mean=mean, scale=scale):
         with autocast(device, amp):
-            outputs.append(model(x).float().cpu())
+            logits = model(x).float()
+            if tta_flip:
+                logits = (logits + model(x.flip(3)).float()) / 2
+        outputs.append(logits.cpu())
     return torch.cat(outputs) if outputs else torch.zeros(0, 0)
 
 
@@ -302,6 +347,15 @@ def load_data(config: Config, device: torch.device) -> dict:
     return {"splits": splits, "tensors": tensors, "mean": mean, "scale": scale}
 
 
+def train_size(epoch: int, config: Config) -> int:
+    """Side of the training images in an epoch: min_size until ramp_start of the run, growing
+    linearly (in steps of 8 px) to 64 px at ramp_end, as FFCV's progressive resizing does."""
+    start, end = config.ramp_start * config.epochs, config.ramp_end * config.epochs
+    progress = min(1.0, max(0.0, (epoch - start) / max(1.0, end - start)))  # at epoch's end
+    size = config.min_size + progress * (data.SIZE - config.min_size)
+    return min(data.SIZE, int(size) // 8 * 8) if config.min_size < data.SIZE else data.SIZE
+
+
 def train_sample(num_images: int, size: int, seed: int) -> torch.Tensor:
     """A fixed sample of train indices, evaluated at the end instead of the running average."""
     order = torch.randperm(num_images, generator=torch.Generator().manual_seed(seed))
@@ -319,7 +373,7 @@ def split_accuracies(model: nn.Module, config: Config, batch: dict) -> tuple[dic
     }
     results = {}
     for name, (x, y) in evaluated.items():
-        logits = predict(model, x, mean, scale, amp=config.amp)
+        logits = predict(model, x, mean, scale, amp=config.amp, tta_flip=config.tta_flip)
         scores = accuracy(logits, y.cpu())
         results.update({f"{name}_top1": scores["top1"], f"{name}_top5": scores["top5"]})
     return results, logits
@@ -334,8 +388,9 @@ def final_evaluation(model: nn.Module, config: Config, batch: dict, run_dir: Pat
     runs.write_csv(run_dir / "predictions.csv", tables["predictions"])
     if "challenge" in batch["splits"]:
         challenge = batch["splits"]["challenge"]
+        images = batch["tensors"]["challenge"][0]
         logits = predict(
-            model, batch["tensors"]["challenge"][0], batch["mean"], batch["scale"], amp=config.amp
+            model, images, batch["mean"], batch["scale"], amp=config.amp, tta_flip=config.tta_flip
         )
         wnids = [challenge.wnids[i] for i in logits.argmax(dim=1).tolist()]
         lines = "".join(f"{f} {w}\n" for f, w in zip(challenge.files, wnids, strict=True))
@@ -348,13 +403,14 @@ def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler,
+    ema: AveragedModel | None,
     config: Config,
     batch: dict,
     epoch: int,
     rank: int,
     world: int,
 ) -> dict:
-    """One pass over this process's share of `train`; returns loss, top-1 and images/s."""
+    """One pass over this process's share of `train`; returns loss, top-1, size and images/s."""
     device = batch["mean"].device
     images, labels = batch["tensors"]["train"]
     # The order is seeded by epoch, the same on every rank, so each rank takes a disjoint share
@@ -363,6 +419,7 @@ def train_one_epoch(
     order = torch.randperm(len(images), generator=generator, device=device)[rank::world]
     local_batch = max(1, config.batch_size // world)
     steps = len(order) // local_batch
+    size = train_size(epoch, config)
     stream = data.batches(
         images[order],
         labels[order],
@@ -372,6 +429,7 @@ def train_one_epoch(
         augment=config.augment,
         generator=generator,
         drop_last=True,
+        size=size,
     )
     train_mode(model, config.freeze_backbone)
     # Sums stay on the device and the image count in Python: nothing in the loop makes the CPU
@@ -398,6 +456,8 @@ def train_one_epoch(
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)  # DDP and compile wrappers list the same tensors
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
@@ -412,6 +472,7 @@ def train_one_epoch(
     return {
         "train_loss": loss_total / count,
         "train_top1": 100 * correct_total / count,
+        "train_size": size,
         "epoch_time_s": seconds,
         "images_per_s": count / seconds,
     }
@@ -499,12 +560,19 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, warmup_steps, config.schedule)
     )
+    ema = None
+    if config.ema:  # BatchNorm statistics are averaged too (use_buffers)
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+    evaluated = ema.module if ema is not None else model  # what val, test and the checkpoint see
 
     first_epoch, elapsed = 1, 0.0
     if config.resume:
         # On the CPU: the RNG states must stay CPU tensors; the rest moves to the model's device.
         state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state["raw_model"] if ema is not None else state["model"])
+        if ema is not None:
+            ema.module.load_state_dict(state["model"])
+            ema.n_averaged.fill_(state["ema_updates"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng_cpu"])
@@ -526,6 +594,7 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
             params=params,
             macs=macs,
             device=device_label(device),
+            precision=precision(device, config.amp),
             world_size=world,
             torch=torch.__version__,
             git_commit=git_commit(),
@@ -542,21 +611,27 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
         lr = optimizer.param_groups[-1]["lr"]
         row = {"epoch": epoch}
         row.update(
-            train_one_epoch(train_model, optimizer, scheduler, config, batch, epoch, rank, world)
+            train_one_epoch(
+                train_model, optimizer, scheduler, ema, config, batch, epoch, rank, world
+            )
         )
         elapsed += row["epoch_time_s"]
         if rank == 0:
             images, labels = batch["tensors"]["val"]
-            val = accuracy(
-                predict(model, images, batch["mean"], batch["scale"], amp=config.amp), labels.cpu()
+            mean, scale = batch["mean"], batch["scale"]
+            logits = predict(
+                evaluated, images, mean, scale, amp=config.amp, tta_flip=config.tta_flip
             )
+            val = accuracy(logits, labels.cpu())
             row.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"], lr=lr)
             metrics = runs.append_metrics(run_dir, row)
             best = metrics.loc[metrics["val_top1"].idxmax()]
             runs.save_torch(
                 run_dir / "checkpoint.pt",
                 {
-                    "model": model.state_dict(),
+                    "model": evaluated.state_dict(),  # the weights that evaluate and explain use
+                    "raw_model": model.state_dict() if ema is not None else None,
+                    "ema_updates": int(ema.n_averaged) if ema is not None else 0,
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "epoch": epoch,
@@ -585,7 +660,7 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
             dist.barrier()
 
     if rank == 0:
-        results = final_evaluation(model, config, batch, run_dir)
+        results = final_evaluation(evaluated, config, batch, run_dir)
         runs.update_summary(
             run_dir, **results, status="finished", error=None, wall_time_s=time.time() - started
         )
