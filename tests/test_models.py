@@ -38,6 +38,7 @@ def test_registry_lists_the_contract_models():
         "resnet20_cifar",
         "squeezenet",
         "resnet18",
+        "resnet18_cpu",
     ]
     assert all(MODELS[n].provenance and "\n" not in MODELS[n].provenance for n in NAMES)
 

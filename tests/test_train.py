@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 import torch
 
-from lab import runs
+from lab import data, runs, train
 from lab.cli import main
-from lab.train import Config, evaluate_run, fit, lr_factor, resolve_device
+from lab.models import build_model
+from lab.train import Config, evaluate_run, fit, lr_factor, predict, resolve_device, train_size
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,8 +56,8 @@ def cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedPr
     )
 
 
-def config_args(config: Config) -> list[str]:
-    """The CLI options that reproduce the fields of `config` this module sets."""
+def config_args(config: Config, *extra: str) -> list[str]:
+    """The CLI options that reproduce the fields of `config` this module sets, and `extra`."""
     keys = (
         "model",
         "epochs",
@@ -66,6 +67,7 @@ def config_args(config: Config) -> list[str]:
         "cache_dir",
         "runs_root",
         "train_eval_size",
+        *extra,
     )
     args = [f"--{k.replace('_', '-')}={getattr(config, k)}" for k in keys]
     return [*args, "--quiet"]
@@ -133,8 +135,10 @@ def test_evaluate_flags_a_mismatch(finished: Path, tmp_path: Path) -> None:
 
 
 def test_resume_after_kill_gives_the_same_rows(base: Config) -> None:
-    config = replace(base, epochs=3, per_class=0)
+    # With the weight average and progressive resizing, whose state must survive the kill too.
+    config = replace(base, epochs=3, per_class=0, ema=0.9, min_size=32, ramp_start=0.0)
     reference = pd.read_csv(fit(replace(config, name="reference")) / "metrics.csv")
+    assert list(reference["train_size"]) == [40, 56, 64]
     run_dir = Path(config.runs_root) / "killed"
     process = subprocess.Popen(
         [
@@ -142,15 +146,18 @@ def test_resume_after_kill_gives_the_same_rows(base: Config) -> None:
             "-m",
             "lab.cli",
             "train",
-            *config_args(config),
+            *config_args(config, "ema", "min_size", "ramp_start"),
             "--epochs=3",
             "--name=killed",
         ],
         cwd=REPO,
     )
-    checkpoint = run_dir / "checkpoint.pt"
-    deadline = time.time() + 120
-    while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
+
+    summary_path = run_dir / "summary.json"
+    deadline = time.time() + 300
+    while process.poll() is None and time.time() < deadline:
+        if summary_path.exists() and runs.read_json(summary_path).get("epochs_done"):
+            break  # epochs_done is written right after each checkpoint
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -354,3 +361,60 @@ def test_export_copies_records_without_checkpoints(finished: Path, tmp_path: Pat
     assert sorted(p.name for p in exported.iterdir()) == sorted(runs.RECORD_FILES)
     assert (tmp_path / "results" / "table.csv").read_text() == "a,b\n1,2\n"
     assert runs.load_run(exported)["summary"] == runs.read_json(finished / "summary.json")
+
+
+def test_train_size_grows_from_min_size_to_64_between_the_ramp_fractions() -> None:
+    config = Config(epochs=30, min_size=32, ramp_start=0.4, ramp_end=0.85)
+    sizes = [train_size(epoch, config) for epoch in range(1, 31)]
+    assert sizes[:12] == [32] * 12 and sizes[25:] == [64] * 5
+    assert sizes == sorted(sizes) and all(size % 8 == 0 for size in sizes)
+    assert {train_size(epoch, Config(epochs=30)) for epoch in range(1, 31)} == {64}
+
+
+def test_batches_resize_whole_batches() -> None:
+    images = torch.randint(0, 256, (6, 64, 64, 3), dtype=torch.uint8)
+    mean, scale = torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
+    x, _ = next(data.batches(images, torch.zeros(6), 4, mean=mean, scale=scale, size=40))
+    assert x.shape == (4, 3, 40, 40) and x.is_contiguous(memory_format=torch.channels_last)
+    # antialiased bilinear: a 64 -> 32 resize of a constant image keeps the constant
+    flat = torch.full((2, 64, 64, 3), 200, dtype=torch.uint8)
+    x, _ = next(data.batches(flat, torch.zeros(2), 2, mean=mean, scale=scale, size=32))
+    torch.testing.assert_close(x, torch.full_like(x, 200.0))
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"), [({"avx512_bf16", "avx2"}, "bf16"), ({"avx512f", "avx2"}, "fp32")]
+)
+def test_cpu_precision_follows_native_bf16(
+    flags: set, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(train, "cpu_info", lambda: ("Some CPU", flags))
+    cpu = torch.device("cpu")
+    assert train.precision(cpu, amp=True) == expected
+    assert train.precision(cpu, amp=False) == "fp32"
+    assert train.autocast(cpu, True).fast_dtype == torch.bfloat16
+    with train.autocast(cpu, True):
+        assert torch.is_autocast_enabled("cpu") == (expected == "bf16")
+    assert train.device_label(cpu).startswith("Some CPU (")
+
+
+def test_tta_flip_averages_the_logits_of_the_mirrored_images() -> None:
+    torch.manual_seed(0)
+    model = build_model("baseline", num_classes=5)
+    images = torch.randint(0, 256, (3, 64, 64, 3), dtype=torch.uint8)
+    mean, scale = torch.full((1, 3, 1, 1), 100.0), torch.full((1, 3, 1, 1), 50.0)
+    plain = predict(model, images, mean, scale, amp=False)
+    mirrored = predict(model, images.flip(2), mean, scale, amp=False)
+    both = predict(model, images, mean, scale, amp=False, tta_flip=True)
+    torch.testing.assert_close(both, (plain + mirrored) / 2)
+    assert not torch.allclose(plain, mirrored)
+
+
+def test_ema_run_checkpoints_the_average_and_the_raw_weights(base: Config) -> None:
+    run_dir = fit(replace(base, name="ema", ema=0.5, epochs=1))
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert state["ema_updates"] > 0 and state["raw_model"] is not None
+    differs = [not torch.equal(state["model"][k], v) for k, v in state["raw_model"].items()]
+    assert any(differs), "the evaluated weights are the average, not the last step's"
+    summary = runs.read_json(run_dir / "summary.json")
+    assert evaluate_run(run_dir)["test_top1"] == pytest.approx(summary["test_top1"], abs=0.01)

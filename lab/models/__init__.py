@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from lab.models.alexnet import alexnet_reduced
 from lab.models.baseline import baseline
 from lab.models.inception import inception
-from lab.models.resnet import resnet18, resnet20, resnet20_cifar
+from lab.models.resnet import resnet18, resnet18_cpu, resnet20, resnet20_cifar
 from lab.models.squeezenet import squeezenet
 from lab.models.vgg import vgg_reduced
 
@@ -44,6 +44,9 @@ MODELS: dict[str, ModelEntry] = {
     ),
     "resnet18": ModelEntry(
         resnet18, "torchvision ResNet-18 (He et al. 2015) with a 3x3 stride-1 stem, no max pool"
+    ),
+    "resnet18_cpu": ModelEntry(
+        resnet18_cpu, "torchvision ResNet-18 with its ImageNet stem (7x7/2, max pool): for CPUs"
     ),
 }
 
