@@ -5,7 +5,7 @@
     python benchmarks/train.py --sizes 32,48,64       # progressive resizing's image sides
 
 bf16 runs where it is native (CUDA, or a CPU with AVX512-BF16, AMX or Arm BF16; see
-`lab.train.native_bf16`): elsewhere the bf16 variants run in fp32 and the header says so.
+`lab.device.native_bf16`): elsewhere the bf16 variants run in fp32 and the header says so.
 
 Batches come from the lab's own loader (`lab.data.batches`, crop+flip augmentation on the
 device) over uint8 images: the real train split with --data, random pixels otherwise (speed
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from lab import data
+from lab.device import autocast, device_label, precision, resolve_device
 from lab.models import build_model, model_names
-from lab.train import autocast, device_label, precision, resolve_device
 
 VARIANTS = {  # name: (channels_last, bf16 autocast, torch.compile)
     "plain": (False, False, False),

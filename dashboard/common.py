@@ -8,8 +8,8 @@ import streamlit as st
 import torch
 
 from lab import data, explain, runs
+from lab.evaluate import predict
 from lab.study import STUDY
-from lab.train import Config, predict, run_classes
 
 ACCURACIES = ("train_top1", "train_top5", "val_top1", "val_top5", "test_top1", "test_top5")
 
@@ -74,10 +74,9 @@ def run_model(path: str):
 @st.cache_resource(show_spinner="Reading the data cache", max_entries=16)
 def split_of(source: str, cache_dir: str, classes: int, first_class: int, split: str) -> data.Split:
     """A memory-mapped split as a run saw it (shared: no copy of the arrays)."""
-    # classes 0 = all, else `classes` classes from `first_class` on (lab.train.run_classes)
+    # classes 0 = all, else `classes` classes from `first_class` on
     cache = data.prepare(source or None, cache_dir or None, progress=False)
-    config = Config(data=source, cache_dir=cache_dir, classes=classes, first_class=first_class)
-    return data.load_split(split, cache_dir=cache, classes=run_classes(config, cache))
+    return data.load_split(split, cache_dir=cache, classes=classes, first_class=first_class)
 
 
 def whole(value) -> int:

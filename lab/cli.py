@@ -3,39 +3,41 @@
 import argparse
 import os
 import sys
-from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lab import runs
-
-if TYPE_CHECKING:
-    from lab.train import Config
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
     """One option per Config field (`--batch-size 128`, `--no-channels-last`, ...)."""
+    from lab.config import FIELDS
     from lab.presets import PRESETS
-    from lab.train import Config
 
-    defaults = Config()
-    for field in fields(Config):
-        if field.name == "resume":
+    for name, field in FIELDS.items():
+        if name == "resume":  # --resume RUN names the run folder instead
             continue
-        flag = "--" + field.name.replace("_", "-")
-        default = getattr(defaults, field.name)
         # Only options given on the command line reach the namespace, so that they, and only
-        # they, override a preset's values.
-        options = {"default": argparse.SUPPRESS, "help": f"default: {default!r}"}
-        if isinstance(default, bool):
+        # they, override a preset's values; make_config parses and checks the strings.
+        options = {
+            "default": argparse.SUPPRESS,
+            "help": f"{field.metadata['help']} (default: {field.default!r})".replace("%", "%%"),
+        }
+        flag = "--" + name.replace("_", "-")
+        if isinstance(field.default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **options)
-            continue
-        if field.name == "preset":
-            options["choices"] = list(PRESETS)
-            options["help"] = "start from this preset's values; other options override them"
+        elif name == "preset":
+            parser.add_argument(flag, choices=list(PRESETS), **options)
         else:
-            options["metavar"] = field.name.upper()
-        parser.add_argument(flag, type=type(default), **options)
+            parser.add_argument(flag, metavar=name.upper(), **options)
+
+
+def given_fields(args: argparse.Namespace) -> dict:
+    """The Config fields given on the command line, as parsed by argparse."""
+    from lab.config import FIELDS
+
+    return {
+        name: getattr(args, name) for name in FIELDS if name != "resume" and hasattr(args, name)
+    }
 
 
 def print_table(rows: list[dict]) -> None:
@@ -80,15 +82,13 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     """Train one model (or resume a run) and print where its record is."""
-    from lab.train import config_from_dict, fit
+    from lab.config import make_config, resume_config
+    from lab.train import fit
 
     if args.resume:
-        run_dir = Path(args.resume)
-        config = config_from_dict(runs.read_json(run_dir / "config.json"))
-        config.runs_root, config.name, config.resume = str(run_dir.parent), run_dir.name, True
-        config.quiet = getattr(args, "quiet", False)
+        config = resume_config(Path(args.resume), given_fields(args))
     else:
-        config = config_from_args(args)
+        config = make_config(given_fields(args))
     run_dir = fit(config)
     if int(os.environ.get("RANK", 0)) != 0:  # under torchrun, rank 0 reports
         return
@@ -99,24 +99,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
 
 
-def config_from_args(args: argparse.Namespace) -> "Config":
-    """The Config of the command line: the --preset's values (if any), then the given options."""
-    from lab.presets import preset_config
-    from lab.train import Config
-
-    given = {
-        f.name: getattr(args, f.name)
-        for f in fields(Config)
-        if f.name != "resume" and hasattr(args, f.name)  # --resume takes a run folder
-    }
-    return preset_config(given.pop("preset", ""), given.pop("model", Config.model), **given)
-
-
 def cmd_transfer(args: argparse.Namespace) -> None:
     """Pretrain on K classes, fine-tune on the next K: head only, whole network, from scratch."""
+    from lab.config import make_config
     from lab.transfer import transfer_experiment
 
-    config = config_from_args(args)
+    config = make_config(given_fields(args))
     sizes = tuple(int(n) for n in args.sizes.split(","))
     table = transfer_experiment(config, config.classes or 100, sizes, args.pretrain_epochs)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
@@ -124,7 +112,7 @@ def cmd_transfer(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Recompute a run's accuracies from its checkpoint and compare them with its summary."""
-    from lab.train import evaluate_run
+    from lab.evaluate import evaluate_run
 
     recomputed = evaluate_run(Path(args.run), device=args.device)
     summary = runs.read_json(Path(args.run) / "summary.json")
@@ -161,23 +149,15 @@ def cmd_runs(args: argparse.Namespace) -> None:
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}", na_rep=""))
 
 
-def parse_overrides(pairs: list[str]) -> dict:
-    """Config overrides from KEY=VALUE strings, each value parsed as its field's type."""
-    from lab.train import Config
-
-    defaults = Config()
-    overrides = {}
+def assignments(pairs: list[str]) -> dict[str, str]:
+    """FIELD=VALUE strings of `--set` as a dict (make_config parses and checks the values)."""
+    values = {}
     for pair in pairs:
-        key, _, value = pair.partition("=")
-        key = key.replace("-", "_")
-        if not hasattr(defaults, key) or not value:
-            raise ValueError(f"--set {pair}: expected FIELD=VALUE with a Config field")
-        kind = type(getattr(defaults, key))
-        try:
-            overrides[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
-        except ValueError:
-            raise ValueError(f"--set {pair}: {key} takes a {kind.__name__}") from None
-    return overrides
+        key, equals, value = pair.partition("=")
+        if not key or not equals:
+            raise ValueError(f"--set {pair}: expected FIELD=VALUE, e.g. --set classes=20")
+        values[key.replace("-", "_")] = value
+    return values
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -191,7 +171,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from lab.sweep import sweep
 
     models = args.models.split(",") if args.models else None
-    overrides = parse_overrides(args.set)
+    overrides = assignments(args.set)
     if args.data:
         overrides["data"] = args.data
     export = Path(args.export) if args.export else None
@@ -210,6 +190,7 @@ def cmd_figures(args: argparse.Namespace) -> None:
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser of the `lab` command."""
+    from lab.config import RESUME_FIELDS
     from lab.presets import PRESETS
 
     main_parser = argparse.ArgumentParser(prog="lab", description=__doc__)
@@ -227,7 +208,14 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one model; every config field is an option")
     add_config_options(p)
-    p.add_argument("--resume", metavar="RUN", default="", help="continue this run folder")
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        default="",
+        help="continue this run folder from its last checkpoint with its own config; only "
+        + ", ".join("--" + name.replace("_", "-") for name in RESUME_FIELDS)
+        + " may change",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("transfer", help="pretrain on K classes, fine-tune on the next K")

@@ -34,6 +34,7 @@ URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 MD5 = "90528d7ca1a48142e341f4ef8d21d0de"  # of the official archive at URL
 SPLITS = ("train", "val", "test", "challenge")
 AUGMENTS = ("none", "flip", "crop_flip")
+NORMALIZE = ("pixel", "channel")  # subtract the mean image (the study) or the channel means
 SIZE = 64  # every image is SIZE x SIZE RGB
 PAD = 4  # crop_flip pads by this many zero pixels, then crops SIZE x SIZE back
 VAL_EVERY = 10  # val holds out 1 in VAL_EVERY of each class's official train images
@@ -471,11 +472,12 @@ def load_split(
     cache_dir: str | Path | None = None,
     classes: int | Sequence[str] | None = None,
     per_class: int | None = None,
+    first_class: int = 0,
 ) -> Split:
     """One split from the cache (built if needed), optionally a subset of classes and images."""
-    # classes: the first K classes in wnids.txt order, or a list of wnids; labels are remapped
-    # to 0..K-1 in that order (None or 0 = all). per_class: the first N images of each class
-    # (None or 0 = all; on the unlabeled challenge split, the first N images).
+    # classes: K classes in wnids.txt order from first_class on, or a list of wnids; labels are
+    # remapped to 0..K-1 in that order (None or 0 = all). per_class: the first N images of each
+    # class (None or 0 = all; on the unlabeled challenge split, the first N images).
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     cache = prepare(source, cache_dir)
@@ -487,9 +489,12 @@ def load_split(
     if classes is None or classes == 0:  # 0 = all, as in the trainer's Config
         chosen = list(range(len(wnids)))
     elif isinstance(classes, int):
-        if not 1 <= classes <= len(wnids):
-            raise ValueError(f"classes must be in 1..{len(wnids)}, got {classes}")
-        chosen = list(range(classes))
+        if not 1 <= classes <= len(wnids) - first_class:
+            raise ValueError(
+                f"classes must be in 1..{len(wnids) - first_class} from class {first_class} on "
+                f"(the data set has {len(wnids)} classes), got {classes}"
+            )
+        chosen = list(range(first_class, first_class + classes))
     else:
         unknown = sorted(set(classes) - set(wnids))
         if unknown:
@@ -546,7 +551,7 @@ def normalizer(
     elif mode == "channel":
         mean = torch.from_numpy(stats["mean_channel"]).view(1, 3, 1, 1)
     else:
-        raise ValueError(f"normalize mode must be 'pixel' or 'channel', got {mode!r}")
+        raise ValueError(f"normalize mode must be one of {NORMALIZE}, got {mode!r}")
     scale = torch.from_numpy(stats["std_channel"]).view(1, 3, 1, 1)
     return mean.float().contiguous().to(device), scale.float().to(device)
 

@@ -15,7 +15,8 @@ from captum.attr import (
 from matplotlib import colormaps
 from torch import nn
 
-from lab.train import Config, load_checkpoint_model
+from lab.config import Config
+from lab.evaluate import load_checkpoint_model
 
 METHODS = ("saliency", "smoothgrad", "integrated_gradients", "gradcam", "occlusion")
 

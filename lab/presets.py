@@ -18,12 +18,9 @@ cpu:    our recipe sized for a 2-core CPU with native bf16 (fp32 elsewhere, abou
         number of minutes (the comment beside each).
 """
 
-import dataclasses
 from typing import Any
 
-from lab.models import model_names
 from lab.study import STUDY_MODELS
-from lab.train import Config, check_config
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
@@ -128,44 +125,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-CONFIG_FIELDS = [field.name for field in dataclasses.fields(Config)]
-# train.ipynb's parameters: every Config field, the run's folder name as `run_name`
-TRAIN_PARAMETERS = tuple("run_name" if name == "name" else name for name in CONFIG_FIELDS)
 
-
-def preset_config(preset: str, model: str, **overrides: Any) -> Config:
-    """The Config for `model` under `preset` ("" = Config defaults), then `overrides` on top."""
-    if preset and preset not in PRESETS:
+def preset_values(preset: str, model: str, weights: bool = False) -> dict[str, Any]:
+    """The Config values `preset` gives `model` ("" = none), its run named preset-model;
+    `weights`: a weights file is given, so the preset's with_weights values apply too."""
+    if not preset:
+        return {}
+    if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    if model not in model_names():
-        raise ValueError(f"unknown model {model!r}; choose from {', '.join(model_names())}")
-    check_types(overrides)
-    values: dict[str, Any] = {}
-    if preset:
-        spec = PRESETS[preset]
-        values.update(spec["config"], **spec["per_model"].get(model, {}))
-        if overrides.get("weights"):
-            values.update(spec.get("with_weights", {}).get(model, {}))
-        values.update(preset=preset, name=f"{preset}-{model}")  # the sweep's run names
-    values.update(overrides, model=model)
-    config = Config(**values)
-    check_config(config)
-    return config
-
-
-def check_types(values: dict[str, Any]) -> None:
-    """Raise ValueError for a name that is no Config field or a value of the wrong type."""
-    defaults = Config()
-    for name, value in values.items():
-        if name not in CONFIG_FIELDS:
-            raise ValueError(f"unknown Config field {name!r}")
-        kind = type(getattr(defaults, name))
-        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
-        if not (ok or (kind is float and type(value) is int)):
-            raise ValueError(f"{name} must be of type {kind.__name__}, got {value!r}")
-
-
-def config_from_parameters(params: dict[str, Any]) -> Config:
-    """The Config of train.ipynb's parameters: None = the preset's value, else Config's."""
-    values = {"name" if k == "run_name" else k: v for k, v in params.items() if v is not None}
-    return preset_config(values.pop("preset", ""), values.pop("model", Config.model), **values)
+    spec = PRESETS[preset]
+    values = {**spec["config"], **spec["per_model"].get(model, {})}
+    if weights:
+        values.update(spec.get("with_weights", {}).get(model, {}))
+    return {**values, "preset": preset, "name": f"{preset}-{model}"}

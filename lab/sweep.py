@@ -1,69 +1,19 @@
-"""Batch runs through papermill: notebooks/train.ipynb once per model, then compare.ipynb.
+"""Batch runs through papermill: notebooks/train.ipynb once per model, then compare.ipynb."""
 
-Also the parameter check every notebook runs right after its parameters cell, since papermill
-only warns about a parameter the notebook does not declare.
-"""
-
-import ast
-import json
 import os
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from lab import runs
-from lab.presets import PRESETS, TRAIN_PARAMETERS, preset_config
+from lab.config import make_config
+from lab.presets import PRESETS
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-ENV_PARAMETERS = "LAB_NOTEBOOK_PARAMETERS"
-NOTEBOOK_PARAMETERS: dict[str, tuple[str, ...]] = {
-    "data": ("data", "cache_dir", "classes", "samples", "seed"),
-    "train": TRAIN_PARAMETERS,
-    "compare": ("runs_root", "out_dir"),
-    "saliency": ("runs_root", "run_dirs", "images", "correct", "wrong", "methods"),
-}
-
-
-def injected_names(namespace: dict) -> list[str]:
-    """Names assigned by papermill's injected-parameters cell, read from the kernel's history."""
-    for source in reversed(namespace.get("In", [])):
-        if source.startswith("# Parameters\n"):
-            tree = ast.parse(source)
-            return [
-                t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
-            ]
-    return []
-
-
-def notebook_parameters(notebook: str, namespace: dict) -> dict[str, Any]:
-    """The parameters a notebook runs with: its parameters cell, papermill's injected values,
-    then the JSON object ${ENV_PARAMETERS}[notebook] (for runners that cannot inject, like nbval).
-
-    Raises ValueError naming any parameter the notebook does not declare.
-    """
-    declared = NOTEBOOK_PARAMETERS[notebook]
-    missing = [name for name in declared if name not in namespace]
-    if missing:
-        raise ValueError(f"{notebook}.ipynb: the parameters cell must define {', '.join(missing)}")
-    params = {name: namespace[name] for name in declared}
-    try:
-        from_env = json.loads(os.environ.get(ENV_PARAMETERS) or "{}").get(notebook, {})
-    except (ValueError, AttributeError) as error:
-        raise ValueError(
-            f"${ENV_PARAMETERS}: expected a JSON object of objects ({error})"
-        ) from None
-    unknown = sorted({*injected_names(namespace), *from_env} - set(declared))
-    if unknown:
-        raise ValueError(
-            f"{notebook}.ipynb: unknown parameter(s) {', '.join(unknown)}; "
-            f"it takes {', '.join(declared)}"
-        )
-    return {**params, **from_env}
 
 
 def default_kernel() -> str:
@@ -94,6 +44,14 @@ def execute(notebook: str, output: Path, parameters: dict, kernel: str) -> None:
     """Run notebooks/<notebook>.ipynb with papermill into `output` (kept even when it fails)."""
     import papermill
 
+    # papermill only warns about a parameter the notebook does not declare: refuse it instead
+    declared = papermill.inspect_notebook(NOTEBOOKS / f"{notebook}.ipynb")
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        raise ValueError(
+            f"{notebook}.ipynb: unknown parameter(s) {', '.join(unknown)}; "
+            f"it takes {', '.join(declared)}"
+        )
     partial = output.with_name(f".{output.stem}.partial.ipynb")
     try:
         papermill.execute_notebook(
@@ -140,9 +98,9 @@ def sweep(
     # check every config before the first run, so a typo fails in seconds, not hours
     if "name" in overrides:
         raise ValueError("a sweep names each run {preset}-{model}: name cannot be set")
+    overrides["runs_root"] = str(runs_root)
     configs = {
-        model: preset_config(preset, model, **overrides, runs_root=str(runs_root))
-        for model in models
+        model: make_config({**overrides, "preset": preset, "model": model}) for model in models
     }
     kernel = kernel_name or default_kernel()
     rows = []
@@ -158,12 +116,12 @@ def sweep(
             runs.update_summary(run_dir, status="running", error=None)
         run_dir.mkdir(parents=True, exist_ok=True)
         parameters = {
-            **overrides,
             "preset": preset,
             "model": model,
             "run_name": run_dir.name,
-            "runs_root": str(runs_root),
             "resume": resume,
+            # parsed: the notebook gets 0.3, not the "0.3" of --set lr=0.3
+            "overrides": {name: getattr(configs[model], name) for name in overrides},
         }
         start = time.perf_counter()
         try:

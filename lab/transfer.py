@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from lab import runs
-from lab.train import Config, fit
+from lab.config import Config
+from lab.train import fit
 
 MODES = ("head", "whole", "scratch")
 

@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 from lab import runs
-from lab.train import Config, evaluate_run, fit
+from lab.config import Config
+from lab.evaluate import evaluate_run
+from lab.train import fit
 
 
 @pytest.mark.real_data

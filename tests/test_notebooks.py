@@ -1,36 +1,47 @@
-"""The notebooks: structure, every one executed through papermill on tiny data, the parameter
-checks, and nbval (`pytest --nbval-lax notebooks/`) run in a subprocess against tiny data."""
+"""The notebooks: structure, every one executed through papermill with injected parameters on
+tiny data, and nbval (`pytest --nbval-lax`) running them with their own defaults in a subprocess,
+the data a tiny archive given through $TINY_IMAGENET."""
 
-import json
 import os
+import shutil
 import subprocess
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 import nbformat
 import papermill
 import pytest
+from conftest import write_archive
 from papermill.exceptions import PapermillExecutionError
 
-from lab import runs
-from lab.sweep import NOTEBOOK_PARAMETERS, NOTEBOOKS, default_kernel
-from lab.train import Config
+from lab import runs, sweep
+from lab.sweep import NOTEBOOKS, default_kernel
 
 pytestmark = pytest.mark.timeout(300)
 
+# What each notebook takes: lab.sweep passes train's and compare's, the README documents them.
+PARAMETERS = {
+    "data": ("data", "cache_dir", "classes", "samples", "seed"),
+    "train": ("preset", "model", "run_name", "resume", "overrides"),
+    "compare": ("runs_root", "out_dir"),
+    "saliency": ("runs_root", "run_dirs", "images", "correct", "wrong", "methods"),
+}
 
-def tiny_train(tiny_archive: Path, tiny_cache: Path, runs_root: Path) -> dict:
+
+def tiny_train(tiny_archive: Path, tiny_cache: Path, runs_root: Path, **overrides) -> dict:
     """train.ipynb parameters for a run of seconds on the tiny archive."""
     return {
         "model": "baseline",
-        "epochs": 1,
-        "batch_size": 32,
-        "device": "cpu",
-        "data": str(tiny_archive),
-        "cache_dir": str(tiny_cache),
-        "runs_root": str(runs_root),
-        "quiet": True,
+        "overrides": {
+            "epochs": 1,
+            "batch_size": 32,
+            "device": "cpu",
+            "data": str(tiny_archive),
+            "cache_dir": str(tiny_cache),
+            "runs_root": str(runs_root),
+            "quiet": True,
+            **overrides,
+        },
     }
 
 
@@ -62,15 +73,15 @@ def trained(tiny_archive: Path, tiny_cache: Path, tmp_path_factory) -> Path:
     """A runs root holding one finished run made by train.ipynb (its copy saved in the run)."""
     root = tmp_path_factory.mktemp("nb_runs")
     (root / "nb-run").mkdir()
-    params = tiny_train(tiny_archive, tiny_cache, root)
+    params = tiny_train(tiny_archive, tiny_cache, root, min_size=32, ramp_end=0.5)
     execute("train", root / "nb-run" / "train.ipynb", run_name="nb-run", **params)
     return root
 
 
-@pytest.mark.parametrize("name", list(NOTEBOOK_PARAMETERS))
+@pytest.mark.parametrize("name", list(PARAMETERS))
 def test_notebook_structure(name: str) -> None:
     """Valid nbformat 4, python3 kernel, outputs cleared, one parameters cell declaring exactly
-    what the notebook's check cell accepts."""
+    the notebook's parameters."""
     book = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     nbformat.validate(book)
     assert book.metadata.kernelspec.name == "python3"
@@ -79,16 +90,7 @@ def test_notebook_structure(name: str) -> None:
     tagged = [c for c in book.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
     declared = papermill.inspect_notebook(NOTEBOOKS / f"{name}.ipynb")
-    assert sorted(declared) == sorted(NOTEBOOK_PARAMETERS[name])
-    # the check cell comes right after the parameters, before anything derived
-    after = code[code.index(tagged[0]) + 1]
-    assert f'notebook_parameters("{name}", globals())' in after.source
-
-
-def test_train_parameters_cover_config() -> None:
-    """train.ipynb exposes every Config field (the folder name as run_name)."""
-    names = {"run_name" if f.name == "name" else f.name for f in fields(Config)}
-    assert set(NOTEBOOK_PARAMETERS["train"]) == names
+    assert sorted(declared) == sorted(PARAMETERS[name])
 
 
 def test_train_notebook_writes_the_run(trained: Path) -> None:
@@ -97,9 +99,15 @@ def test_train_notebook_writes_the_run(trained: Path) -> None:
         assert (run_dir / name).exists(), name
     summary = runs.read_json(run_dir / "summary.json")
     assert summary["status"] == "finished" and summary["model"] == "baseline"
-    assert runs.read_json(run_dir / "config.json")["epochs"] == 1
+    config = runs.read_json(run_dir / "config.json")
+    # the injected overrides replace the notebook's own (10 classes, 4 epochs, onecycle)
+    assert (config["epochs"], config["min_size"], config["classes"]) == (1, 32, 0)
+    assert (config["schedule"], config["name"]) == ("constant", "nb-run")
     book = nbformat.read(run_dir / "train.ipynb", as_version=4)
-    assert images_shown(book) == 2  # learning curves and mistakes
+    # schedules, augmented batch, learning curves and mistakes
+    assert images_shown(book) == 4
+    shown = "".join(out.get("text", "") for c in book.cells for out in c.get("outputs", []))
+    assert "baseline: " in shown and " parameters" in shown  # the network's size is printed
 
 
 def test_data_notebook(tiny_archive: Path, tiny_cache: Path, tmp_path: Path) -> None:
@@ -142,39 +150,37 @@ def test_saliency_notebook(trained: Path, tmp_path: Path) -> None:
     assert images_shown(book) == 1
 
 
-def test_unknown_model_fails_clearly(tiny_archive: Path, tiny_cache: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"model": "nope"}, "unknown model 'nope'; choose from"),
+        ({"overrides": {"epoch": 1}}, "unknown Config field 'epoch'"),
+        ({"overrides": {"quiet": "ture"}}, "quiet must be of type bool, not 'ture'"),
+    ],
+)
+def test_bad_train_parameters_fail_clearly(
+    change: dict, message: str, tiny_archive: Path, tiny_cache: Path, tmp_path: Path
+) -> None:
     params = tiny_train(tiny_archive, tiny_cache, tmp_path)
-    with pytest.raises(PapermillExecutionError, match="unknown model 'nope'; choose from"):
-        execute("train", tmp_path / "train.ipynb", **{**params, "model": "nope"})
+    with pytest.raises(PapermillExecutionError, match=message):
+        execute("train", tmp_path / "train.ipynb", **{**params, **change})
     assert not list(tmp_path.glob("*/summary.json"))  # failed before any run folder
 
 
 def test_unknown_parameter_fails_clearly(tmp_path: Path) -> None:
-    with pytest.raises(PapermillExecutionError, match=r"unknown parameter\(s\) run_root"):
-        execute("compare", tmp_path / "compare.ipynb", run_root=str(tmp_path))
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) run_root; it takes runs_root"):
+        sweep.execute("compare", tmp_path / "compare.ipynb", {"run_root": "x"}, default_kernel())
+    assert not list(tmp_path.iterdir())
 
 
-def test_nbval(trained: Path, tiny_archive: Path, tmp_path: Path) -> None:
-    """`pytest --nbval-lax notebooks/` on tiny data: nbval cannot inject parameters, so they
-    come from $LAB_NOTEBOOK_PARAMETERS, and the data from $TINY_IMAGENET / $LAB_DATA_DIR."""
-    overrides = {
-        "train": {
-            "model": "baseline",
-            "epochs": 1,
-            "batch_size": 32,
-            "device": "cpu",
-            "runs_root": str(tmp_path / "runs"),
-            "quiet": True,
-        },
-        "compare": {"runs_root": str(trained), "out_dir": str(tmp_path / "figures")},
-        "saliency": {"runs_root": str(trained), "methods": ["saliency"], "correct": 1, "wrong": 0},
-    }
-    env = {
-        **os.environ,
-        "TINY_IMAGENET": str(tiny_archive),
-        "LAB_DATA_DIR": str(tmp_path / "data"),
-        "LAB_NOTEBOOK_PARAMETERS": json.dumps(overrides),
-    }
+def test_nbval(tmp_path: Path) -> None:
+    """`pytest --nbval-lax` runs the notebooks as a reader would, with their own defaults, on a
+    copy under tmp_path (so `../runs` and `../figures` land there) and a tiny 10-class archive
+    as $TINY_IMAGENET (train.ipynb's defaults take 10 classes)."""
+    archive = write_archive(tmp_path / "archive", classes=10, train_per_class=20, val_per_class=4)
+    shutil.copytree(NOTEBOOKS, tmp_path / "notebooks")
+    order = ("data", "train", "compare", "saliency")  # compare and saliency read train's run
+    env = {**os.environ, "TINY_IMAGENET": str(archive), "LAB_DATA_DIR": str(tmp_path / "data")}
     command = [
         sys.executable,
         "-m",
@@ -184,9 +190,11 @@ def test_nbval(trained: Path, tiny_archive: Path, tmp_path: Path) -> None:
         "-p",
         "no:cacheprovider",
         "-q",
-        str(NOTEBOOKS),
+        *(str(tmp_path / "notebooks" / f"{name}.ipynb") for name in order),
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=280)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert len(list((tmp_path / "runs").glob("*/summary.json"))) == 1
+    finished = [runs.read_json(p) for p in (tmp_path / "runs").glob("*/summary.json")]
+    assert [s["status"] for s in finished] == ["finished"]
+    assert finished[0]["num_classes"] == 10 and finished[0]["epochs_done"] == 4
     assert (tmp_path / "figures" / "accuracy.png").exists()

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from lab import runs
-from lab.train import config_from_dict
+from lab.config import read_config
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 ROOTS = sorted(path for path in RESULTS.iterdir() if path.is_dir())
@@ -27,7 +27,7 @@ def test_every_record_is_a_finished_run(root: Path) -> None:
     for row in table.itertuples():
         assert row.status == "finished", f"{row.path}: {row.status} {row.error}"
         run = Path(row.path)
-        config = config_from_dict(runs.read_json(run / "config.json"))
+        config = read_config(run)
         metrics = pd.read_csv(run / "metrics.csv")
         assert list(metrics["epoch"]) == list(range(1, config.epochs + 1)), run
         assert row.epochs_done == config.epochs

@@ -1,16 +1,21 @@
-"""Presets, the notebooks' parameter check, and papermill sweeps on tiny data."""
+"""Presets, the one config path (make_config), and papermill sweeps on tiny data."""
 
-import json
 from pathlib import Path
 
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 
 from lab import runs
+from lab.config import Config, make_config
 from lab.models import model_names
-from lab.presets import PRESETS, config_from_parameters, preset_config
+from lab.presets import PRESETS
 from lab.study import STUDY_MODELS
-from lab.sweep import ENV_PARAMETERS, default_kernel, notebook_parameters, sweep
+from lab.sweep import default_kernel, sweep
+
+
+def preset_config(preset: str, model: str, **values: object) -> Config:
+    """make_config for a preset's model."""
+    return make_config({"preset": preset, "model": model, **values})
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
@@ -44,12 +49,10 @@ def test_best_inception_is_pretrained_only_with_weights() -> None:
     assert tuned.pretrained and tuned.weights == "/some/googlenet.pth"
 
 
-def test_overrides_win_and_none_means_preset() -> None:
-    config = config_from_parameters(
-        {"preset": "quick", "model": "squeezenet", "epochs": 1, "lr": None, "run_name": "x"}
-    )
+def test_given_values_win_over_the_preset() -> None:
+    config = preset_config("quick", "squeezenet", epochs="1", name="x")
     assert (config.epochs, config.name) == (1, "x")
-    assert config.lr == preset_config("quick", "squeezenet").lr
+    assert (config.lr, config.batch_size) == (0.05, 64)  # quick's, for squeezenet
 
 
 @pytest.mark.parametrize(
@@ -57,33 +60,16 @@ def test_overrides_win_and_none_means_preset() -> None:
     [
         ({"model": "nope"}, "unknown model 'nope'"),
         ({"preset": "fast"}, "unknown preset 'fast'"),
-        ({"epochs": "2"}, "epochs must be of type int"),
+        ({"epochs": 2.5}, "epochs must be of type int"),
+        ({"quiet": "ture"}, "quiet must be of type bool, not 'ture'"),
         ({"augment": "rotate"}, "augment must be one of"),
         ({"lr": -0.1}, "lr must be positive"),
         ({"flag": True}, "unknown Config field 'flag'"),
     ],
 )
-def test_bad_parameters_fail_clearly(params: dict, message: str) -> None:
+def test_bad_values_fail_clearly(params: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        config_from_parameters({"model": "baseline", **params})
-
-
-def test_notebook_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
-    namespace = {"runs_root": "../runs", "out_dir": "../figures", "In": ["", "x = 1"]}
-    expected = {"runs_root": "../runs", "out_dir": "../figures"}
-    assert notebook_parameters("compare", namespace) == expected
-    monkeypatch.setenv(ENV_PARAMETERS, json.dumps({"compare": {"out_dir": "/tmp/f"}}))
-    assert notebook_parameters("compare", namespace)["out_dir"] == "/tmp/f"
-    # papermill's injected cell names an unknown parameter: a clear error, not a warning
-    injected = {**namespace, "In": ["", '# Parameters\nruns_root = "r"\nrun_root = "r"\n']}
-    with pytest.raises(ValueError, match=r"unknown parameter\(s\) run_root; it takes runs_root"):
-        notebook_parameters("compare", injected)
-    monkeypatch.setenv(ENV_PARAMETERS, json.dumps({"compare": {"outdir": "x"}}))
-    with pytest.raises(ValueError, match=r"unknown parameter\(s\) outdir"):
-        notebook_parameters("compare", namespace)
-    monkeypatch.setenv(ENV_PARAMETERS, "[1]")
-    with pytest.raises(ValueError, match=ENV_PARAMETERS):
-        notebook_parameters("compare", namespace)
+        make_config({"model": "baseline", **params})
 
 
 def test_default_kernel_runs_this_interpreter() -> None:

@@ -14,10 +14,13 @@ import pandas as pd
 import pytest
 import torch
 
-from lab import data, runs, train
+from lab import data, device, runs
 from lab.cli import main
+from lab.config import Config, make_config
+from lab.device import resolve_device
+from lab.evaluate import evaluate_run, predict
 from lab.models import build_model
-from lab.train import Config, evaluate_run, fit, lr_factor, predict, resolve_device, train_size
+from lab.train import epoch_plan, fit, lr_factor, train_size
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,6 +85,7 @@ def test_finished_run_has_the_whole_record(finished: Path, tiny_cache: Path) -> 
         "epoch",
         "train_loss",
         "train_top1",
+        "train_size",
         "val_loss",
         "val_top1",
         "val_top5",
@@ -277,33 +281,45 @@ def test_lr_schedules(schedule: str, step: int, expected: float) -> None:
     assert lr_factor(step, 110, 10, schedule) == pytest.approx(expected)
 
 
+def test_every_rank_takes_the_same_whole_batches() -> None:
+    assert epoch_plan(255, 256, 2) == (0, 128)  # no whole batch: fit refuses, no rank waits
+    assert epoch_plan(51, 26, 2) == (1, 13)  # 26 + 25 images, but one step each
+    assert epoch_plan(216, 32, 1) == (6, 32)
+
+
 def test_ddp_two_processes_write_one_record(base: Config, tmp_path: Path) -> None:
-    torchrun = Path(sys.executable).with_name("torchrun")
-    command = [
-        str(torchrun),
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "lab.cli",
-        "train",
-        *config_args(replace(base, runs_root=str(tmp_path))),
-        "--name=ddp",
-        "--device=cpu",
-    ]
-    result = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    def torchrun(*args: str) -> None:
+        command = [
+            str(Path(sys.executable).with_name("torchrun")),
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "lab.cli",
+            "train",
+            *config_args(replace(base, runs_root=str(tmp_path))),
+            "--device=cpu",
+            *args,
+        ]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        # a rank with a step more than the other would wait in its all-reduce forever
+        result = subprocess.run(
+            command, capture_output=True, text=True, cwd=REPO, timeout=150, env=env
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    torchrun("--name=ddp")
     assert [p.name for p in tmp_path.iterdir()] == ["ddp"]
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["world_size"] == 2
     assert list(pd.read_csv(tmp_path / "ddp" / "metrics.csv")["epoch"]) == [1, 2]
     assert summary["val_top1"] > 25  # learned beyond the 25% chance of four classes
+
+    # 3 classes x 17 = 51 images, batch 26: ranks of 26 and 25 images, one step of 13 each
+    torchrun("--name=uneven", "--classes=3", "--per-class=17", "--batch-size=26")
+    assert runs.read_json(tmp_path / "uneven" / "summary.json")["status"] == "finished"
+    metrics = pd.read_csv(tmp_path / "uneven" / "metrics.csv")
+    trained = metrics["images_per_s"] * metrics["epoch_time_s"]  # images both ranks trained on
+    assert list(trained.round()) == [26, 26]
 
 
 def test_transfer_from_a_run_to_other_classes(base: Config, finished: Path) -> None:
@@ -340,18 +356,54 @@ def test_transfer_errors_name_the_problem(base: Config, finished: Path, tmp_path
 
 
 def test_sweep_overrides_are_typed_and_checked() -> None:
-    from lab.cli import parse_overrides
+    from lab.cli import assignments
 
-    assert parse_overrides(["classes=20", "lr=0.3", "quiet=true", "per-class=5"]) == {
-        "classes": 20,
-        "lr": 0.3,
-        "quiet": True,
-        "per_class": 5,
-    }
-    with pytest.raises(ValueError, match="nope=1: expected FIELD=VALUE"):
-        parse_overrides(["nope=1"])
-    with pytest.raises(ValueError, match="epochs takes a int"):
-        parse_overrides(["epochs=many"])
+    values = assignments(["classes=20", "lr=0.3", "quiet=true", "per-class=5"])
+    assert values == {"classes": "20", "lr": "0.3", "quiet": "true", "per_class": "5"}
+    config = make_config(values)
+    assert (config.classes, config.lr, config.quiet, config.per_class) == (20, 0.3, True, 5)
+    with pytest.raises(ValueError, match="--set classes: expected FIELD=VALUE"):
+        assignments(["classes"])
+    with pytest.raises(ValueError, match="unknown Config field 'nope'"):
+        make_config(assignments(["nope=1"]))
+    with pytest.raises(ValueError, match="epochs must be of type int, not 'many'"):
+        make_config(assignments(["epochs=many"]))
+    with pytest.raises(ValueError, match="quiet must be of type bool, not 'ture'"):
+        make_config(assignments(["quiet=ture"]))  # not False
+
+
+def test_cli_sweep_set_errors_are_one_clear_line(tmp_path: Path) -> None:
+    result = cli("sweep", "--preset", "quick", "--runs-root", str(tmp_path), "--set", "quiet=ture")
+    assert result.returncode == 2 and not list(tmp_path.iterdir())
+    assert result.stderr.strip() == "lab sweep: error: quiet must be of type bool, not 'ture'"
+
+
+def test_train_help_explains_every_field(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from lab.config import FIELDS
+
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse wraps help at the terminal's width
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())  # whitespace as one space
+    for name, field in FIELDS.items():
+        if name != "resume":  # --resume RUN takes a run folder instead
+            assert f"{field.metadata['help']} (default: {field.default!r})" in help_text, name
+    assert "--resume RUN continue this run folder" in help_text
+    assert "only --device, --compile, --quiet, --data, --cache-dir may change" in help_text
+
+
+def test_resume_refuses_what_it_cannot_change(finished: Path) -> None:
+    from lab.config import resume_config
+
+    result = cli("train", "--resume", str(finished), "--epochs", "10", "--lr", "1")
+    assert result.returncode == 2, result.stderr
+    assert "epochs, lr cannot change on resume (only device, compile, quiet" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    config = resume_config(finished, {"device": "cpu", "quiet": "false"})
+    assert (config.name, config.resume, config.epochs) == ("finished", True, 2)
+    assert (config.device, config.quiet, config.runs_root) == ("cpu", False, str(finished.parent))
 
 
 def test_export_copies_records_without_checkpoints(finished: Path, tmp_path: Path) -> None:
@@ -388,14 +440,14 @@ def test_batches_resize_whole_batches() -> None:
 def test_cpu_precision_follows_native_bf16(
     flags: set, expected: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(train, "cpu_info", lambda: ("Some CPU", flags))
+    monkeypatch.setattr(device, "cpu_info", lambda: ("Some CPU", flags))
     cpu = torch.device("cpu")
-    assert train.precision(cpu, amp=True) == expected
-    assert train.precision(cpu, amp=False) == "fp32"
-    assert train.autocast(cpu, True).fast_dtype == torch.bfloat16
-    with train.autocast(cpu, True):
+    assert device.precision(cpu, amp=True) == expected
+    assert device.precision(cpu, amp=False) == "fp32"
+    assert device.autocast(cpu, True).fast_dtype == torch.bfloat16
+    with device.autocast(cpu, True):
         assert torch.is_autocast_enabled("cpu") == (expected == "bf16")
-    assert train.device_label(cpu).startswith("Some CPU (")
+    assert device.device_label(cpu).startswith("Some CPU (")
 
 
 def test_tta_flip_averages_the_logits_of_the_mirrored_images() -> None:

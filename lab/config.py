@@ -1,0 +1,172 @@
+"""The experiment config: every knob of a training run, its help text, and the one way to set it.
+
+`make_config` is that way: the command line (`lab train --lr 0.05`, `lab sweep --set lr=0.05`),
+the presets and the notebooks all pass it field values, as strings or JSON values, and get a
+checked `Config` or one ValueError naming the bad field. `read_config` reads a run's record.
+"""
+
+import contextlib
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lab import data
+from lab.models import model_names
+from lab.presets import preset_values
+
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+# What `lab train --resume RUN` may change: where and how quietly the run goes on, never what it
+# computes (epochs set the learning-rate schedule, so a longer run is a new run: --init-from).
+RESUME_FIELDS = ("device", "compile", "quiet", "data", "cache_dir")
+
+
+def knob(default: Any, help: str) -> Any:
+    """A Config field with its help text (shown by `lab train --help`)."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclass
+class Config:
+    """One experiment: every knob of a training run, with the study's values as defaults."""
+
+    model: str = knob("resnet20", "a name from the model registry (`lab models`)")
+    epochs: int = knob(5, "passes over the train split (the study: 5)")
+    batch_size: int = knob(256, "global batch, split across DDP processes")
+    lr: float = knob(0.1, "peak learning rate")
+    momentum: float = knob(0.9, "SGD momentum")
+    weight_decay: float = knob(1e-4, "L2 penalty through SGD")
+    schedule: str = knob("constant", "constant | step (x0.1 at 50% and 75%) | cosine | onecycle")
+    warmup_epochs: float = knob(0.0, "linear warmup from 0 (onecycle: 30% of the run when 0)")
+    label_smoothing: float = knob(0.0, "cross-entropy label smoothing")
+    augment: str = knob("flip", "none | flip | crop_flip (4 px pad, random crop, flip)")
+    min_size: int = knob(64, "progressive resizing: first epochs at this side, 64 = off")
+    ramp_start: float = knob(0.25, "fraction of the epochs after which the side starts to grow")
+    ramp_end: float = knob(0.75, "fraction of the epochs from which training is at 64 px")
+    ema: float = knob(0.0, "decay per step of a weight average, evaluated instead; 0 = off")
+    tta_flip: bool = knob(False, "evaluate each image and its mirror, averaging the logits")
+    no_decay_norm_bias: bool = knob(False, "no weight decay on norm weights and biases")
+    grad_clip: float = knob(0.0, "max gradient norm, 0 = off")
+    normalize: str = knob("pixel", "pixel = subtract the mean image (the study) | channel")
+    pretrained: bool = knob(False, "inception only: start from ImageNet weights")
+    weights: str = knob("", "inception only: local weights file ('' = torch hub cache)")
+    input_size: int = knob(64, "inception only: upsample inputs inside the model to this side")
+    freeze_backbone: bool = knob(False, "train the classifier only")
+    init_from: str = knob("", "run folder or checkpoint to start from; its classifier replaced")
+    backbone_lr: float = knob(0.0, "lr of everything but the classifier, 0 = same as lr")
+    classes: int = knob(0, "K classes of wnids.txt from first_class on, 0 = all")
+    first_class: int = knob(0, "index in wnids.txt of the first class used (100 = 2nd half)")
+    per_class: int = knob(0, "train images a class, 0 = all (val and test stay whole)")
+    seed: int = knob(0, "model init, data order and augmentation")
+    device: str = knob("auto", "auto (CUDA when present) | cpu | cuda | cuda:N")
+    channels_last: bool = knob(True, "NHWC memory format: faster convolutions on CPU and GPU")
+    amp: bool = knob(True, "bfloat16 autocast on CUDA and on CPUs with native bf16 (else fp32)")
+    compile: bool = knob(False, "torch.compile the model")
+    data: str = knob("", "archive or folder; '' = $TINY_IMAGENET, else download")
+    cache_dir: str = knob("", "decoded-array cache; '' = $LAB_DATA_DIR/cache")
+    runs_root: str = knob("runs", "where run folders go")
+    name: str = knob("", "run folder name; '' = the preset's preset-model, else time-model")
+    preset: str = knob("", "start from this preset's values (lab/presets.py); the rest override")
+    train_eval_size: int = knob(10000, "train images evaluated at the end (a fixed sample)")
+    quiet: bool = knob(False, "no progress bars")
+    resume: bool = knob(False, "continue the run folder `name` from its last checkpoint")
+
+
+FIELDS = {field.name: field for field in dataclasses.fields(Config)}
+
+
+def parse(name: str, value: Any) -> Any:
+    """The value of field `name` from a string (command line) or a JSON value, type-checked."""
+    if name not in FIELDS:
+        raise ValueError(f"unknown Config field {name!r}; the fields are {', '.join(FIELDS)}")
+    kind = type(FIELDS[name].default)
+    if isinstance(value, str) and kind is not str:
+        with contextlib.suppress(ValueError):  # left a string: the type check names the field
+            value = json.loads(value.lower() if kind is bool else value)
+    # bool is an int to Python, an int is a fine float: neither is a fine int or bool
+    if kind is float and type(value) is int:
+        value = float(value)
+    if type(value) is not kind:
+        raise ValueError(f"{name} must be of type {kind.__name__}, not {value!r}")
+    return value
+
+
+def make_config(values: Mapping[str, Any]) -> Config:
+    """A checked Config: Config's defaults, the values of the preset that `values` names (for
+    its model), then `values` themselves (strings or JSON values by field name)."""
+    given = {name: parse(name, value) for name, value in values.items()}
+    model = given.get("model", FIELDS["model"].default)
+    preset = preset_values(given.get("preset", ""), model, bool(given.get("weights")))
+    config = Config(**{name: parse(name, value) for name, value in preset.items()} | given)
+    check_config(config)
+    return config
+
+
+def read_config(run_dir: Path) -> Config:
+    """The Config of a run's config.json; fields this version does not know are passed over."""
+    record = json.loads((Path(run_dir) / "config.json").read_text())
+    return Config(**{name: parse(name, value) for name, value in record.items() if name in FIELDS})
+
+
+def resume_config(run_dir: Path, changes: Mapping[str, Any]) -> Config:
+    """The Config that continues a run: its record, with only RESUME_FIELDS changed."""
+    fixed = sorted(set(changes) - set(RESUME_FIELDS))
+    if fixed:
+        raise ValueError(
+            f"{', '.join(fixed)} cannot change on resume (only {', '.join(RESUME_FIELDS)} can); "
+            "start a new run instead, e.g. with --init-from"
+        )
+    values = {**dataclasses.asdict(read_config(run_dir)), **changes}
+    values.update(runs_root=str(Path(run_dir).parent), name=Path(run_dir).name, resume=True)
+    config = Config(**{name: parse(name, value) for name, value in values.items()})
+    check_config(config)
+    return config
+
+
+def check_config(config: Config) -> None:
+    """Raise ValueError with one clear message for a config that cannot run."""
+    choices = {"schedule": SCHEDULES, "augment": data.AUGMENTS, "normalize": data.NORMALIZE}
+    problems = [
+        f"{key} must be one of {', '.join(allowed)}, not {getattr(config, key)!r}"
+        for key, allowed in choices.items()
+        if getattr(config, key) not in allowed
+    ]
+    if config.model not in model_names():
+        problems.append(f"unknown model {config.model!r}; choose from {', '.join(model_names())}")
+    positive = ("epochs", "batch_size", "lr", "input_size", "min_size")
+    problems += [f"{key} must be positive" for key in positive if getattr(config, key) <= 0]
+    non_negative = (
+        "momentum",
+        "weight_decay",
+        "warmup_epochs",
+        "label_smoothing",
+        "grad_clip",
+        "backbone_lr",
+        "classes",
+        "first_class",
+        "per_class",
+        "train_eval_size",
+    )
+    problems += [f"{key} must not be negative" for key in non_negative if getattr(config, key) < 0]
+    if not (config.device in ("auto", "cpu") or config.device.startswith("cuda")):
+        problems.append(f"device must be auto, cpu or cuda[:N], not {config.device!r}")
+    if config.min_size > data.SIZE:
+        problems.append(f"min_size must be at most {data.SIZE}")
+    if not 0 <= config.ramp_start <= config.ramp_end <= 1:
+        problems.append("ramp_start and ramp_end must be fractions with ramp_start <= ramp_end")
+    if not 0 <= config.ema < 1:
+        problems.append("ema must be in [0, 1)")
+    if config.first_class and not config.classes:
+        problems.append("first_class needs classes (how many classes from first_class on)")
+    if config.resume and not config.name:
+        problems.append("resume needs the run's name")
+    if problems:
+        raise ValueError("bad config: " + "; ".join(problems))
+
+
+def model_options(config: Config) -> dict:
+    """The model options a config sets away from their defaults (only inception takes them)."""
+    keys = ("pretrained", "weights", "input_size")
+    return {k: getattr(config, k) for k in keys if getattr(config, k) != FIELDS[k].default}

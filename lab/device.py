@@ -1,0 +1,58 @@
+"""Where a run computes and in what precision: the device, bf16 autocast, a label for records."""
+
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device: `auto` = CUDA when present; `cuda` = the GPU of this process's local rank."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":  # under torchrun each rank takes its own GPU
+        name = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available")
+    return device
+
+
+def cpu_info() -> tuple[str, set[str]]:
+    """The CPU's model name and feature flags (Linux's /proc/cpuinfo; elsewhere no flags)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine(), set()
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = fields.get("flags") or fields.get("Features") or ""
+    return fields.get("model name", platform.machine()), set(flags.split())
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 math is native here: CUDA, or a CPU with AVX512-BF16, AMX or Arm BF16.
+
+    Without it CPU autocast emulates bf16 and runs slower than fp32, so the lab stays in fp32.
+    """
+    if device.type == "cuda":
+        return True
+    return bool(cpu_info()[1] & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def precision(device: torch.device, amp: bool) -> str:
+    """The precision a run computes in: bf16 (autocast) or fp32."""
+    return "bf16" if amp and native_bf16(device) else "fp32"
+
+
+def autocast(device: torch.device, enabled: bool) -> torch.autocast:
+    """bfloat16 autocast where bf16 is native (see native_bf16); fp32 elsewhere."""
+    return torch.autocast(device.type, torch.bfloat16, enabled=enabled and native_bf16(device))
+
+
+def device_label(device: torch.device) -> str:
+    """A human label for the device, e.g. `NVIDIA H200` or `AMD EPYC (2 threads)`."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_info()[0]} ({torch.get_num_threads()} threads)"

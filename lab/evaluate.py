@@ -1,0 +1,209 @@
+"""Evaluation, shared by the trainer, `lab evaluate`, lab.explain and the dashboard: a run's data,
+predictions, accuracies, the final per-class and prediction tables, and checkpoint loading."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lab import data, runs
+from lab.config import Config, model_options, read_config
+from lab.device import autocast, resolve_device
+from lab.models import build_model
+
+LABELED = ("train", "val", "test")
+
+
+@dataclass
+class RunData:
+    """The splits a run sees, on its device, and the normalization of its inputs."""
+
+    splits: dict[str, data.Split]  # class ids, names and file names of each split
+    images: dict[str, torch.Tensor]  # uint8 (N, 64, 64, 3) per split
+    labels: dict[str, torch.Tensor]  # int64 (N,) per split; -1 for challenge
+    mean: torch.Tensor  # x = (x - mean) / scale, broadcasting against NCHW batches
+    scale: torch.Tensor
+
+    @property
+    def num_classes(self) -> int:
+        """How many classes the run tells apart."""
+        return len(self.splits["train"].wnids)
+
+
+def load_data(config: Config, device: torch.device) -> RunData:
+    """The run's splits as uint8 tensors on the device, plus the normalization tensors."""
+    cache = data.prepare(
+        config.data or None,
+        cache_dir=Path(config.cache_dir) if config.cache_dir else None,
+        progress=not config.quiet,
+    )
+    # The challenge format names one of all the classes per image: subsets skip it.
+    names = data.SPLITS if not config.classes else LABELED
+    splits = {
+        name: data.load_split(
+            name,
+            cache_dir=cache,
+            classes=config.classes,
+            first_class=config.first_class,
+            per_class=config.per_class if name == "train" else None,
+        )
+        for name in names
+    }
+    mean, scale = data.normalizer(data.load_stats(cache), config.normalize, device=device)
+    return RunData(
+        splits=splits,
+        images={
+            n: torch.from_numpy(np.ascontiguousarray(s.images)).to(device)
+            for n, s in splits.items()
+        },
+        labels={
+            n: torch.from_numpy(np.asarray(s.labels, np.int64)).to(device)
+            for n, s in splits.items()
+        },
+        mean=mean,
+        scale=scale,
+    )
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    images: torch.Tensor,
+    mean: torch.Tensor,
+    scale: torch.Tensor,
+    batch_size: int = 512,
+    amp: bool = True,
+    tta_flip: bool = False,
+) -> torch.Tensor:
+    """Logits (float32, CPU) for uint8 NHWC images, in order; with tta_flip, averaged with
+    the logits of the mirrored images."""
+    model.eval()
+    device = mean.device
+    labels = torch.zeros(len(images), dtype=torch.long)
+    outputs = []
+    for x, _ in data.batches(images, labels, batch_size, mean=mean, scale=scale):
+        with autocast(device, amp):
+            logits = model(x).float()
+            if tta_flip:
+                logits = (logits + model(x.flip(3)).float()) / 2
+        outputs.append(logits.cpu())
+    return torch.cat(outputs) if outputs else torch.zeros(0, 0)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Cross-entropy loss, top-1 and top-5 accuracy (percent) of logits against labels."""
+    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    hits = top == labels[:, None]
+    return {
+        "loss": F.cross_entropy(logits, labels).item(),
+        "top1": 100 * hits[:, 0].float().mean().item(),
+        "top5": 100 * hits.any(dim=1).float().mean().item(),
+    }
+
+
+def train_sample(num_images: int, size: int, seed: int) -> torch.Tensor:
+    """A fixed sample of train indices, evaluated at the end instead of the running average."""
+    order = torch.randperm(num_images, generator=torch.Generator().manual_seed(seed))
+    return order[:size].sort().values
+
+
+def split_scores(
+    model: nn.Module, config: Config, run: RunData
+) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Top-1 and top-5 on train (a fixed sample), val and test, and the logits of each split."""
+    sample = train_sample(len(run.images["train"]), config.train_eval_size, config.seed)
+    sample = sample.to(run.images["train"].device)
+    scores, logits = {}, {}
+    for name in LABELED:
+        images, labels = run.images[name], run.labels[name]
+        if name == "train":
+            images, labels = images[sample], labels[sample]
+        logits[name] = predict(
+            model, images, run.mean, run.scale, amp=config.amp, tta_flip=config.tta_flip
+        )
+        top = accuracy(logits[name], labels.cpu())
+        scores.update({f"{name}_top1": top["top1"], f"{name}_top5": top["top5"]})
+    return scores, logits
+
+
+def prediction_tables(logits: torch.Tensor, split: data.Split) -> dict:
+    """Per-class accuracy, confusion matrix and per-image predictions for a labeled split."""
+    labels = torch.from_numpy(np.asarray(split.labels))
+    confidence, pred = logits.softmax(dim=1).max(dim=1)
+    top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    num_classes = len(split.wnids)
+    confusion = torch.bincount(labels * num_classes + pred, minlength=num_classes**2)
+    confusion = confusion.reshape(num_classes, num_classes).numpy()
+    count, correct = confusion.sum(axis=1), np.diag(confusion)
+    per_class = pd.DataFrame(
+        {
+            "label": range(num_classes),
+            "wnid": split.wnids,
+            "name": split.names,
+            "count": count,
+            "correct": correct,
+            "top1": 100 * correct / np.maximum(count, 1),
+        }
+    )
+    predictions = pd.DataFrame(
+        {
+            "index": range(len(labels)),
+            "file": split.files,
+            "label": labels.numpy(),
+            "pred": pred.numpy(),
+            "confidence": confidence.numpy().round(4),
+            "top5": [" ".join(map(str, row)) for row in top5.tolist()],
+        }
+    )
+    return {"per_class": per_class, "confusion": confusion, "predictions": predictions}
+
+
+def final_evaluation(model: nn.Module, config: Config, run: RunData, run_dir: Path) -> dict:
+    """Evaluate every labeled split; write per-class, confusion, prediction and challenge files."""
+    scores, logits = split_scores(model, config, run)
+    tables = prediction_tables(logits["test"], run.splits["test"])
+    runs.write_csv(run_dir / "per_class.csv", tables["per_class"])
+    runs.write_npy(run_dir / "confusion.npy", tables["confusion"])
+    runs.write_csv(run_dir / "predictions.csv", tables["predictions"])
+    if "challenge" in run.splits:
+        challenge = run.splits["challenge"]
+        logits = predict(
+            model,
+            run.images["challenge"],
+            run.mean,
+            run.scale,
+            amp=config.amp,
+            tta_flip=config.tta_flip,
+        )
+        wnids = [challenge.wnids[i] for i in logits.argmax(dim=1).tolist()]
+        lines = "".join(f"{f} {w}\n" for f, w in zip(challenge.files, wnids, strict=True))
+        runs.write_text(run_dir / "challenge.txt", lines)
+    return scores
+
+
+def load_checkpoint_model(
+    run_dir: Path, device: torch.device | str = "cpu"
+) -> tuple[nn.Module, Config]:
+    """The model of a run's last checkpoint, in eval mode, and the run's config."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    path = run_dir / "checkpoint.pt"
+    if not path.exists():
+        raise ValueError(f"{path}: no checkpoint in this run folder")
+    state = torch.load(path, map_location=device, weights_only=False)
+    # The trained weights replace any pretrained ones, so no weights file is needed here.
+    options = {k: v for k, v in model_options(config).items() if k not in ("pretrained", "weights")}
+    model = build_model(config.model, num_classes=state["num_classes"], **options)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), config
+
+
+def evaluate_run(run_dir: Path, device: str = "auto") -> dict[str, float]:
+    """Recompute a run's final accuracies from its checkpoint (they must match summary.json)."""
+    model, config = load_checkpoint_model(run_dir, resolve_device(device))
+    config.quiet = True
+    return split_scores(model, config, load_data(config, resolve_device(device)))[0]
