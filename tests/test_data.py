@@ -165,6 +165,20 @@ def test_grayscale_and_cmyk_become_rgb(make_archive, tmp_path) -> None:
     assert train_row[0] == "train" and train_row[3] == f"{100 * share:.1f}%"
 
 
+def test_split_summary_reads_the_cache(tiny_cache, tmp_path) -> None:
+    table = data.split_summary(tiny_cache)
+    assert list(table.index) == list(data.SPLITS)
+    for name in data.SPLITS:
+        split = data.load_split(name, cache_dir=tiny_cache)
+        gray = np.mean([(image == image[..., :1]).all() for image in split.images])
+        assert table.loc[name, "images"] == len(split.labels)
+        assert table.loc[name, "grayscale_%"] == pytest.approx(100 * gray)
+    assert table["classes"].tolist() == [4, 4, 4, 0]  # challenge is unlabeled
+    assert 5 < table.loc["train", "grayscale_%"] < 25  # the fixture makes 1 image in 7 gray
+    with pytest.raises(data.DataError, match="no cache built"):
+        data.split_summary(tmp_path)
+
+
 # ----------------------------------------------------------------------------- splits
 def test_val_holds_out_a_tenth_of_each_class_stably(tiny_archive, tiny_cache, tmp_path) -> None:
     train = data.load_split("train", cache_dir=tiny_cache)

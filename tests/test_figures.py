@@ -1,4 +1,4 @@
-"""Figures and tables from run records: study comparison, PNGs written atomically."""
+"""Figures (PNGs written atomically) and the run-record queries behind them (lab.records)."""
 
 from pathlib import Path
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lab import data, figures, runs
+from lab import figures, records, runs
 from lab.study import STUDY
 from lab.train import Config, fit
 
@@ -75,7 +75,7 @@ def test_study_table_takes_the_best_val_run_and_the_gap() -> None:
              "val_top1": 60.0, "test_top1": 59.0},
         ]
     )  # fmt: skip
-    rows = figures.study_table(table).set_index("model")
+    rows = records.study_table(table).set_index("model")
     assert list(rows.index) == [*STUDY, "resnet18"]
     assert rows.loc["resnet20", "run"] == "b"  # chosen on val, never on test
     assert rows.loc["resnet20", "gap_test"] == pytest.approx(50.0 - STUDY["resnet20"][2])
@@ -101,7 +101,7 @@ def test_preset_table_puts_presets_side_by_side() -> None:
              "test_top1": 31.0},
         ]
     )  # fmt: skip
-    scores = figures.preset_table(table)
+    scores = records.preset_table(table)
     assert list(scores.columns) == ["paper", "best", "none"]  # the presets' order, then others
     assert list(scores.index) == ["baseline", "resnet20", "resnet18"]  # the study's order first
     assert scores.loc["resnet20", "best"] == 51.0  # the best run on val, never on test
@@ -119,33 +119,18 @@ def test_preset_table_puts_presets_side_by_side() -> None:
     assert np.isnan(study_bars[2].get_height())  # resnet18 is not in the study
 
 
-def test_is_grayscale() -> None:
-    images = np.zeros((3, 64, 64, 3), np.uint8)
-    images[1, 5, 5] = (10, 10, 11)
-    images[2] = 7
-    assert figures.is_grayscale(images).tolist() == [True, False, True]
-
-
-def test_split_summary_counts_grayscale(tiny_cache: Path) -> None:
-    splits = {s: data.load_split(s, cache_dir=tiny_cache) for s in data.SPLITS}
-    table = figures.split_summary(splits)
-    assert table.loc["train", "images"] == len(splits["train"].labels)
-    assert table.loc["test", "classes"] == 4
-    assert 5 < table.loc["train", "grayscale_%"] < 25  # the fixture makes 1 image in 7 gray
-
-
 def test_pick_images_right_then_wrong(runs_root: Path) -> None:
     predictions = pd.read_csv(runs_root / "ok" / "predictions.csv").set_index("file")
-    picked = figures.pick_images(runs_root / "ok", correct=2, wrong=2)
+    picked = records.pick_images(runs_root / "ok", correct=2, wrong=2)
     hits = [predictions.loc[f, "label"] == predictions.loc[f, "pred"] for f in picked]
     assert hits == sorted(hits, reverse=True) and 0 < len(picked) <= 4
 
 
 def test_predictions_by_file_name(runs_root: Path) -> None:
-    table = figures.predictions_table([runs_root / "ok"], ["val_3.JPEG", "val_0.JPEG"])
+    table = records.predictions_table([runs_root / "ok"], ["val_3.JPEG", "val_0.JPEG"])
     assert table["file"].tolist() == ["val_3.JPEG", "val_0.JPEG"]
     assert set(table["true"]) <= {f"thing{c}" for c in range(4)}
-    assert figures.test_images(runs_root / "ok", table["file"]).shape == (2, 64, 64, 3)
+    assert records.load_test_images(runs_root / "ok", table["file"]).shape == (2, 64, 64, 3)
 
 
 def test_saliency_figure_rejects_bad_input(runs_root: Path) -> None:
@@ -154,4 +139,4 @@ def test_saliency_figure_rejects_bad_input(runs_root: Path) -> None:
     with pytest.raises(ValueError, match=r"no test prediction for \['val_99.JPEG'\]"):
         figures.saliency_figure([runs_root / "ok"], ["val_99.JPEG"], ["saliency"])
     with pytest.raises(ValueError, match="not a finished run folder"):
-        figures.pick_runs(runs_root, [runs_root / "bad"])
+        records.pick_runs(runs_root, [runs_root / "bad"])
