@@ -236,11 +236,12 @@ def test_second_prepare_reuses_the_cache(tiny_archive, tiny_cache, monkeypatch) 
 
 @pytest.mark.parametrize("zipped", [True, False])
 def test_changed_archive_rebuilds(make_archive, tmp_path, zipped) -> None:
-    source = make_archive(tmp_path / "src", zipped=zipped)
+    small = {"classes": 2, "train_per_class": 10, "zipped": zipped}
+    source = make_archive(tmp_path / "src", **small)
     cache = data.prepare(source, tmp_path / "cache", progress=False)
     assert len(data.load_split("challenge", cache_dir=cache).files) == 8
     (tmp_path / "src").rename(tmp_path / "old")
-    assert make_archive(tmp_path / "src", test_images=5, zipped=zipped) == source
+    assert make_archive(tmp_path / "src", test_images=5, **small) == source
     # No source given: the cache notices that the archive it came from changed.
     assert len(data.load_split("challenge", cache_dir=cache).files) == 5
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".cache.")] == [".cache.lock"]
