@@ -8,48 +8,26 @@ import pytest
 
 from lab import figures, records, runs
 from lab.study import STUDY
-from lab.train import Config, fit
 
 PNG = b"\x89PNG\r\n\x1a\n"
+# conftest's dashboard_runs: base-2ep is a finished run, failed has no checkpoint
 
 
-@pytest.fixture(scope="module")
-def runs_root(tiny_archive: Path, tiny_cache: Path, tmp_path_factory) -> Path:
-    """A runs root with one finished tiny run and one failed record."""
-    root = tmp_path_factory.mktemp("fig_runs")
-    fit(
-        Config(
-            model="baseline",
-            epochs=1,
-            batch_size=32,
-            device="cpu",
-            data=str(tiny_archive),
-            cache_dir=str(tiny_cache),
-            runs_root=str(root),
-            name="ok",
-            quiet=True,
-        )
-    )
-    runs.write_json(root / "bad" / "config.json", {"model": "vgg_reduced"})
-    runs.write_json(root / "bad" / "summary.json", {"status": "failed", "error": "boom"})
-    return root
-
-
-def test_make_figures_writes_pngs(runs_root: Path, tmp_path: Path) -> None:
-    paths = figures.make_figures(runs_root, tmp_path / "out")
+def test_make_figures_writes_pngs(dashboard_runs: Path, tmp_path: Path) -> None:
+    paths = figures.make_figures(dashboard_runs, tmp_path / "out")
     assert [p.name for p in paths] == ["accuracy.png", "curves.png", "saliency.png"]  # one preset
     for path in paths:
         assert path.read_bytes()[:8] == PNG
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in paths)
 
 
-def test_make_figures_compares_presets(runs_root: Path, tmp_path: Path) -> None:
-    # exported records (results/) of run "ok" (no preset) and of a copy under the paper preset
+def test_make_figures_compares_presets(dashboard_runs: Path, tmp_path: Path) -> None:
+    # exported records (results/) of the runs (no preset) and of a copy of one under "paper"
     root = tmp_path / "root"
-    runs.export_runs(runs_root, root)
-    runs.export_runs(runs_root, tmp_path / "copy")
-    (tmp_path / "copy" / "ok").rename(root / "paper-ok")
-    runs.update_summary(root / "paper-ok", preset="paper")
+    runs.export_runs(dashboard_runs, root)
+    runs.export_runs(dashboard_runs, tmp_path / "copy")
+    (tmp_path / "copy" / "base-2ep").rename(root / "paper-base")
+    runs.update_summary(root / "paper-base", preset="paper")
     paths = figures.make_figures(root, tmp_path / "out")
     # no saliency: exported records keep no checkpoint
     assert [p.name for p in paths] == ["accuracy.png", "curves.png", "presets.png"]
@@ -119,24 +97,25 @@ def test_preset_table_puts_presets_side_by_side() -> None:
     assert np.isnan(study_bars[2].get_height())  # resnet18 is not in the study
 
 
-def test_pick_images_right_then_wrong(runs_root: Path) -> None:
-    predictions = pd.read_csv(runs_root / "ok" / "predictions.csv").set_index("file")
-    picked = records.pick_images(runs_root / "ok", correct=2, wrong=2)
+def test_pick_images_right_then_wrong(dashboard_runs: Path) -> None:
+    predictions = pd.read_csv(dashboard_runs / "base-2ep" / "predictions.csv").set_index("file")
+    picked = records.pick_images(dashboard_runs / "base-2ep", correct=2, wrong=2)
     hits = [predictions.loc[f, "label"] == predictions.loc[f, "pred"] for f in picked]
     assert hits == sorted(hits, reverse=True) and 0 < len(picked) <= 4
 
 
-def test_predictions_by_file_name(runs_root: Path) -> None:
-    table = records.predictions_table([runs_root / "ok"], ["val_3.JPEG", "val_0.JPEG"])
+def test_predictions_by_file_name(dashboard_runs: Path) -> None:
+    table = records.predictions_table([dashboard_runs / "base-2ep"], ["val_3.JPEG", "val_0.JPEG"])
     assert table["file"].tolist() == ["val_3.JPEG", "val_0.JPEG"]
     assert set(table["true"]) <= {f"thing{c}" for c in range(4)}
-    assert records.load_test_images(runs_root / "ok", table["file"]).shape == (2, 64, 64, 3)
+    images = records.load_test_images(dashboard_runs / "base-2ep", table["file"])
+    assert images.shape == (2, 64, 64, 3)
 
 
-def test_saliency_figure_rejects_bad_input(runs_root: Path) -> None:
+def test_saliency_figure_rejects_bad_input(dashboard_runs: Path) -> None:
     with pytest.raises(ValueError, match="choose one or more of"):
-        figures.saliency_figure([runs_root / "ok"], ["val_0.JPEG"], ["lime"])
+        figures.saliency_figure([dashboard_runs / "base-2ep"], ["val_0.JPEG"], ["lime"])
     with pytest.raises(ValueError, match=r"no test prediction for \['val_99.JPEG'\]"):
-        figures.saliency_figure([runs_root / "ok"], ["val_99.JPEG"], ["saliency"])
+        figures.saliency_figure([dashboard_runs / "base-2ep"], ["val_99.JPEG"], ["saliency"])
     with pytest.raises(ValueError, match="not a finished run folder"):
-        records.pick_runs(runs_root, [runs_root / "bad"])
+        records.pick_runs(dashboard_runs, [dashboard_runs / "failed"])
