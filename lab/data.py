@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
@@ -661,11 +662,30 @@ def data_info(source: str | Path | None = None, cache_dir: str | Path | None = N
     lines = [f"source  {source_line}", f"cache   {cache} ({status})"]
     if meta is not None:
         lines += ["", f"{'split':<10} {'images':>8} {'classes':>8} {'grayscale':>10}  file"]
-        for split in SPLITS:
-            count = meta["counts"][split]
-            labels = np.load(cache / f"{split}_labels.npy")
-            classes = "-" if split == "challenge" else str(len(np.unique(labels)))
-            gray = f"{100 * meta['grayscale'][split] / max(count, 1):.1f}%"
-            lines.append(f"{split:<10} {count:>8,} {classes:>8} {gray:>10}  {split}_images.npy")
+        for split, images, classes, gray in split_summary(cache).itertuples(name=None):
+            classes = "-" if split == "challenge" else classes
+            lines.append(f"{split:<10} {images:>8,} {classes:>8} {gray:>9.1f}%  {split}_images.npy")
         lines.append(f"{len(meta['wnids'])} classes; {meta['split_rule']}")
     return "\n".join(lines)
+
+
+def split_summary(cache_dir: str | Path | None = None) -> pd.DataFrame:
+    """Images, classes and the share (%) of grayscale images in each split of a built cache."""
+    cache = _cache_path(cache_dir)
+    meta = _read_meta(cache)
+    if meta is None:
+        raise DataError(f"{cache}: no cache built there (`lab data prepare` builds it)")
+    rows = []
+    for split in SPLITS:
+        count = meta["counts"][split]
+        labels = np.load(cache / f"{split}_labels.npy")
+        rows.append(
+            {
+                "split": split,
+                "images": count,
+                "classes": len(np.unique(labels[labels >= 0])),  # challenge: unlabeled, 0
+                # counted while the cache was built (R == G == B in every pixel)
+                "grayscale_%": 100 * meta["grayscale"][split] / max(count, 1),
+            }
+        )
+    return pd.DataFrame(rows).set_index("split")

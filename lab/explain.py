@@ -62,7 +62,9 @@ def attribute(
             abs=True,
         )
     elif method == "integrated_gradients":
-        # baseline 0 = the mean image once normalized: the path starts from "no information"
+        # baseline 0 is the train mean once normalized: the mean image with normalize=pixel, a
+        # flat image of the mean colour with normalize=channel; the path starts from "no
+        # information"
         attr = (
             IntegratedGradients(model)
             .attribute(images, target=target, n_steps=steps, internal_batch_size=chunk)
@@ -75,7 +77,8 @@ def attribute(
         return LayerAttribution.interpolate(cam, (h, w), "bilinear")[:, 0].clamp(min=0).detach()
     else:
         # the window covers all channels, so every channel holds the same score: keep one;
-        # magnitude of the change, like the gradient methods (a rise is evidence too)
+        # magnitude of the change, like the gradient methods (a rise is evidence too); a window
+        # is replaced by 0, the same baseline as integrated_gradients
         attr = Occlusion(model).attribute(
             images,
             sliding_window_shapes=(c, window, window),

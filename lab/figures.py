@@ -1,7 +1,8 @@
-"""Figures and tables from the data and from run records, for the notebooks and `lab figures`.
+"""Figures of the data and of run records, for the notebooks and `lab figures`.
 
 Every figure is a matplotlib `Figure` built without pyplot (rendered by Agg, no window, no global
-state): a notebook shows the one a cell returns, `make_figures` writes PNGs atomically.
+state): a notebook shows the one a cell returns, `make_figures` writes PNGs atomically. The
+tables they draw come from lab.records.
 """
 
 from collections.abc import Sequence
@@ -12,38 +13,28 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from lab import data, runs
-from lab.presets import PRESETS
+from lab.records import (
+    SCORED_SPLITS,
+    best_runs,
+    class_names,
+    finished_runs,
+    load_predictions,
+    load_test_images,
+    pick_images,
+    preset_table,
+    study_table,
+)
+
+# The notebooks call these through lab.figures; they live in lab.records now.
+from lab.records import pick_runs as pick_runs
+from lab.records import predictions_table as predictions_table
+from lab.records import split_table as split_table
 from lab.study import STUDY
 
-SPLITS = ("train", "val", "test")
 SALIENCY_METHODS = ("saliency", "smoothgrad", "integrated_gradients", "gradcam")
 
 
 # ----------------------------------------------------------------------------- data
-def is_grayscale(images: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Per image: whether R == G == B everywhere (a grayscale JPEG decoded to RGB)."""
-    flags = [
-        (part[..., 0] == part[..., 1]).all((1, 2)) & (part[..., 1] == part[..., 2]).all((1, 2))
-        for part in (np.asarray(images[i : i + chunk]) for i in range(0, len(images), chunk))
-    ]
-    return np.concatenate(flags) if flags else np.zeros(0, bool)
-
-
-def split_summary(splits: dict[str, data.Split]) -> pd.DataFrame:
-    """Images, classes and the share of grayscale images in each split."""
-    return pd.DataFrame(
-        [
-            {
-                "split": name,
-                "images": len(split.labels),
-                "classes": len(set(split.labels.tolist()) - {-1}),
-                "grayscale_%": 100 * is_grayscale(split.images).mean() if len(split.labels) else 0,
-            }
-            for name, split in splits.items()
-        ]
-    ).set_index("split")
-
-
 def samples_figure(split: data.Split, count: int = 16, seed: int = 0) -> Figure:
     """A grid of random images of a split, titled with their class names."""
     if count < 1:
@@ -99,106 +90,6 @@ def class_balance_figure(splits: dict[str, data.Split]) -> Figure:
     return fig
 
 
-# ----------------------------------------------------------------------------- runs and tables
-def finished_runs(runs_root: str | Path) -> pd.DataFrame:
-    """The finished runs under a runs root; ValueError when there is none."""
-    table = runs.load_runs(Path(runs_root))
-    finished = table[table["status"] == "finished"]
-    if finished.empty:
-        raise ValueError(f"{runs_root}: no finished runs (try `lab sweep --preset quick`)")
-    return finished.reset_index(drop=True)
-
-
-def best_runs(table: pd.DataFrame) -> pd.DataFrame:
-    """Each model's finished run with the best final val top-1 (chosen on val, never test)."""
-    finished = table[table["status"] == "finished"]
-    best = finished.sort_values("val_top1", ascending=False, kind="stable")
-    return best.drop_duplicates("model").sort_values("model").reset_index(drop=True)
-
-
-def study_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Each model's best run beside the study's train/val/test top-1, and the gap (ours - study)."""
-    best = best_runs(table).set_index("model")
-    rows = []
-    for model in [*STUDY, *(m for m in best.index if m not in STUDY)]:
-        ours = best.loc[model] if model in best.index else None
-        study = STUDY.get(model)
-        row = {"model": model, "run": None if ours is None else ours["run"]}
-        for i, split in enumerate(SPLITS):
-            mine = np.nan if ours is None else float(ours[f"{split}_top1"])
-            theirs = np.nan if study is None else study[i]
-            row.update(
-                {f"{split}_top1": mine, f"study_{split}": theirs, f"gap_{split}": mine - theirs}
-            )
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def split_table(summary: dict) -> pd.DataFrame:
-    """A run's final top-1 and top-5 (%) per split."""
-    return pd.DataFrame(
-        {k: [summary.get(f"{s}_{k}") for s in SPLITS] for k in ("top1", "top5")},
-        index=list(SPLITS),
-    )
-
-
-def class_names(run_dir: str | Path) -> list[str]:
-    """A run's class names by label, from its per_class.csv."""
-    return pd.read_csv(Path(run_dir) / "per_class.csv").sort_values("label")["name"].tolist()
-
-
-def test_predictions(run_dir: str | Path, files: Sequence[str] | None = None) -> pd.DataFrame:
-    """A run's test predictions with true and predicted class names; only `files`, in order,
-    when given (test file names, e.g. val_12.JPEG, are the same whatever a run's classes)."""
-    predictions = pd.read_csv(Path(run_dir) / "predictions.csv")
-    names = np.array(class_names(run_dir))
-    predictions["true"] = names[predictions["label"]]
-    predictions["predicted"] = names[predictions["pred"]]
-    if files is None:
-        return predictions
-    missing = sorted(set(files) - set(predictions["file"]))
-    if missing:
-        raise ValueError(f"{run_dir}: no test prediction for {missing} (not in its classes?)")
-    return predictions.set_index("file").loc[list(files)].reset_index()
-
-
-def test_images(run_dir: str | Path, files: Sequence[str]) -> np.ndarray:
-    """uint8 test images (N, 64, 64, 3) by file name, from the data the run was trained on."""
-    config = runs.read_json(Path(run_dir) / "config.json")
-    test = data.load_split(
-        "test", source=config["data"] or None, cache_dir=config["cache_dir"] or None
-    )
-    position = {name: i for i, name in enumerate(test.files)}
-    return np.stack([np.asarray(test.images[position[name]]) for name in files])
-
-
-def pick_runs(runs_root: str | Path, run_dirs: Sequence[str | Path] = ()) -> list[Path]:
-    """The given run folders (checked), or else the best run of each model under runs_root."""
-    chosen = [Path(p) for p in run_dirs]
-    if not chosen:
-        chosen = [Path(p) for p in best_runs(finished_runs(runs_root))["path"]]
-    for path in chosen:
-        if not (path / "checkpoint.pt").exists() or not (path / "predictions.csv").exists():
-            raise ValueError(f"{path}: not a finished run folder (no checkpoint.pt or predictions)")
-    return chosen
-
-
-def pick_images(run_dir: str | Path, correct: int = 2, wrong: int = 2) -> list[str]:
-    """Test files: the run's most confident right and most confident wrong predictions."""
-    predictions = pd.read_csv(Path(run_dir) / "predictions.csv")
-    predictions = predictions.sort_values("confidence", ascending=False, kind="stable")
-    hit = predictions["label"] == predictions["pred"]
-    return [*predictions[hit]["file"].head(correct), *predictions[~hit]["file"].head(wrong)]
-
-
-def predictions_table(run_dirs: Sequence[str | Path], files: Sequence[str]) -> pd.DataFrame:
-    """For chosen test images: file, true class and each run's predicted class."""
-    table = test_predictions(run_dirs[0], files)[["file", "true"]]
-    for run_dir in run_dirs:
-        table[Path(run_dir).name] = test_predictions(run_dir, files)["predicted"].to_numpy()
-    return table
-
-
 # ----------------------------------------------------------------------------- figures
 def accuracy_figure(table: pd.DataFrame) -> Figure:
     """Grouped bars per model: our best run's train/val/test top-1 beside the study's (hatched)."""
@@ -207,7 +98,7 @@ def accuracy_figure(table: pd.DataFrame) -> Figure:
     ax = fig.subplots()
     x, width = np.arange(len(rows)), 0.13
     colours = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
-    for i, split in enumerate(SPLITS):
+    for i, split in enumerate(SCORED_SPLITS):
         offset = (2 * i - 2.5) * width
         ax.bar(
             x + offset, rows[f"{split}_top1"], width, color=colours[split], label=f"ours {split}"
@@ -257,14 +148,14 @@ def curves_figure(run_dirs: Sequence[str | Path]) -> Figure:
 
 def mistakes_figure(run_dir: str | Path, count: int = 8) -> Figure:
     """The run's most confident test mistakes, titled with true and predicted class names."""
-    predictions = test_predictions(run_dir)
+    predictions = load_predictions(run_dir)
     wrong = predictions[predictions["label"] != predictions["pred"]]
     wrong = wrong.sort_values("confidence", ascending=False, kind="stable").head(count)
     fig = Figure(figsize=(1.8 * max(1, len(wrong)), 2.4), layout="constrained")
     axes = fig.subplots(1, max(1, len(wrong)), squeeze=False).ravel()
     for ax in axes:
         ax.axis("off")
-    images = test_images(run_dir, wrong["file"]) if len(wrong) else []
+    images = load_test_images(run_dir, wrong["file"]) if len(wrong) else []
     for ax, image, row in zip(axes, images, wrong.itertuples(), strict=False):
         ax.imshow(image)
         ax.set_title(f"true: {row.true}\npred: {row.predicted} ({row.confidence:.2f})", fontsize=7)
@@ -298,8 +189,8 @@ def saliency_figure(
         raise ValueError("no test images to explain")
     panels = {}  # run name -> (images, labels, predictions, class names, {method: maps})
     for run_dir in run_dirs:
-        labels = test_predictions(run_dir, files)["label"].to_numpy()
-        images = test_images(run_dir, files)
+        labels = load_predictions(run_dir, files)["label"].to_numpy()
+        images = load_test_images(run_dir, files)
         config = runs.read_json(Path(run_dir) / "config.json")
         stats = data.load_stats(
             cache_dir=config["cache_dir"] or None, source=config["data"] or None
@@ -331,12 +222,6 @@ def saliency_figure(
     return fig
 
 
-# ----------------------------------------------------------------------------- writing
-def save_figure(fig: Figure, path: Path) -> Path:
-    """Write a figure as PNG, atomically."""
-    return runs.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-
-
 def transfer_figure(table: pd.DataFrame) -> Figure:
     """Test top-1 and the train-test gap against images a class, one line per transfer mode."""
     fig = Figure(figsize=(9, 3.6), layout="constrained")
@@ -358,18 +243,6 @@ def transfer_figure(table: pd.DataFrame) -> Figure:
     return fig
 
 
-def preset_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Test top-1 of each model's best-val finished run under each preset (models x presets)."""
-    finished = table[table["status"] == "finished"]
-    finished = finished.assign(preset=finished["preset"].replace("", None).fillna("none"))
-    best = finished.sort_values("val_top1", ascending=False, kind="stable")
-    best = best.drop_duplicates(["model", "preset"])
-    scores = best.pivot(index="model", columns="preset", values="test_top1")
-    models = [m for m in STUDY if m in scores.index] + sorted(set(scores.index) - set(STUDY))
-    known = [p for p in PRESETS if p in scores.columns]
-    return scores.loc[models, known + sorted(set(scores.columns) - set(known))]
-
-
 def presets_figure(table: pd.DataFrame) -> Figure:
     """Grouped bars: each model's test top-1 under each preset, and the study's on full data."""
     scores = preset_table(table)
@@ -389,6 +262,12 @@ def presets_figure(table: pd.DataFrame) -> Figure:
     fig.legend(title="preset", loc="outside right upper")
     ax.grid(axis="y", alpha=0.3)
     return fig
+
+
+# ----------------------------------------------------------------------------- writing
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Write a figure as PNG, atomically."""
+    return runs.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
 
 
 def make_figures(runs_root: str | Path, out_dir: str | Path) -> list[Path]:

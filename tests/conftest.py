@@ -1,9 +1,12 @@
-"""Shared fixtures: tiny official-layout archives made of real JPEGs, and the real archive."""
+"""Shared fixtures: tiny official-layout archives of real JPEGs, the real archive, and a runs
+root of short real runs for the dashboard tests."""
 
+import json
 import os
 import shutil
 import zipfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,7 @@ import pytest
 from PIL import Image
 
 from lab import data
+from lab.train import Config, fit
 
 COLORS = np.array(
     [[220, 40, 40], [40, 200, 60], [50, 80, 230], [230, 210, 40], [200, 60, 200], [40, 210, 210]]
@@ -141,3 +145,48 @@ def real_cache(real_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     """The real archive's cache, in $LAB_DATA_DIR/cache (kept between sessions) or a tmp folder."""
     folder = data.data_dir() if os.environ.get("LAB_DATA_DIR") else tmp_path_factory.mktemp("real")
     return data.prepare(real_archive, folder / "cache", progress=False)
+
+
+@pytest.fixture(scope="session")
+def dashboard_runs(tiny_archive: Path, tiny_cache: Path, tmp_path_factory) -> Path:
+    """A runs root: three real short runs, a failed, a broken and two running ones."""
+    root = tmp_path_factory.mktemp("dashboard_runs")
+    make_runs(root, tiny_archive, tiny_cache)
+    return root
+
+
+def make_runs(root: Path, tiny_archive: Path, tiny_cache: Path) -> None:
+    """Train the short runs under root and fake the failed, broken and running ones."""
+    base = Config(
+        model="baseline",
+        epochs=2,
+        batch_size=24,
+        lr=0.05,
+        per_class=24,  # a small train set keeps the two runs to seconds
+        data=str(tiny_archive),
+        cache_dir=str(tiny_cache),
+        runs_root=str(root),
+        quiet=True,
+        train_eval_size=64,
+    )
+    fit(replace(base, name="base-2ep"))
+    fit(replace(base, name="squeeze-1ep", model="squeezenet", epochs=1))
+    fit(replace(base, name="last-two", epochs=1, classes=2, first_class=2))
+    with pytest.raises(Exception, match="missing"):  # the record exists, then loading fails
+        fit(replace(base, name="failed", data=str(root / "missing.zip")))
+    broken = root / "broken"
+    shutil.copytree(root / "base-2ep", broken)
+    (broken / "summary.json").write_text('{"status": "finished", "test_top1": ')
+    running = root / "running"
+    shutil.copytree(root / "base-2ep", running)
+    summary = json.loads((running / "summary.json").read_text())
+    summary.update(status="running", epochs_done=1, epochs=3)
+    for key in ("test_top1", "test_top5", "train_top1", "train_top5"):
+        summary.pop(key)
+    (running / "summary.json").write_text(json.dumps(summary))
+    for name in ("per_class.csv", "confusion.npy", "predictions.csv"):
+        (running / name).unlink()
+    starting = root / "starting"  # no epoch finished yet: no epochs_done, metrics or checkpoint
+    starting.mkdir()
+    shutil.copy(root / "base-2ep" / "config.json", starting)
+    (starting / "summary.json").write_text(json.dumps({"status": "running", "epochs": 2}))

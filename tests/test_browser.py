@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_dashboard import dashboard_runs  # noqa: F401 (the same real short runs)
 
 CHROMIUM = Path("/usr/bin/chromium")
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
@@ -28,6 +27,9 @@ PAGES = (
     ("saliency", "stImage", "img", "saliency"),
     ("data", "stImage", "img", "data"),
 )
+
+# grey skeletons or an empty frame are nearly one colour; a chart, table or image is not
+DRAWN = 0.02  # the least share of pixels off the background colour
 
 pytestmark = [
     pytest.mark.browser,
@@ -109,6 +111,17 @@ def drawn_share(png: bytes) -> float:
     return float((np.abs(pixels - background).sum(1) > 30).mean())
 
 
+def drawn_screenshot(element, timeout: float = 30) -> bytes:
+    """The element's screenshot once it is drawn (plotly and the data grid draw after the
+    script ends), or the last one at the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        shot = element.screenshot()
+        if drawn_share(shot) > DRAWN or time.monotonic() > deadline:
+            return shot
+        element.page.wait_for_timeout(100)
+
+
 @pytest.mark.parametrize(("path", "testid", "inner", "name"), PAGES, ids=[p[3] for p in PAGES])
 def test_page_draws_content(server, browser, path, testid, inner, name, tmp_path):
     page = browser.new_page()
@@ -120,14 +133,12 @@ def test_page_draws_content(server, browser, path, testid, inner, name, tmp_path
     element.locator(inner).first.or_(failure.first).wait_for(state="visible", timeout=120_000)
     # the script has finished once the "running" indicator is gone
     page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=120_000)
-    page.wait_for_timeout(1500)  # let plotly and the data grid finish drawing
+    assert not failure.count(), f"{name}: {failure.first.inner_text()}"
+    assert not errors, errors
+    shot = drawn_screenshot(element)
     out = Path(os.environ.get("LAB_SCREENSHOTS") or tmp_path)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"dashboard_{name}.png").write_bytes(page.screenshot())
-    assert not failure.count(), f"{name}: {failure.first.inner_text()}"
-    assert not errors, errors
-    shot = element.screenshot()
     (out / f"dashboard_{name}_{testid}.png").write_bytes(shot)
-    # grey skeletons or an empty frame are nearly one colour; a chart, table or image is not
-    assert drawn_share(shot) > 0.02, f"{name}: {testid} is drawn blank"
+    assert drawn_share(shot) > DRAWN, f"{name}: {testid} is drawn blank"
     page.close()

@@ -1,71 +1,14 @@
 """Every dashboard page, headless (AppTest), on real run records, an empty root and broken runs."""
 
 import json
-import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from lab.train import Config, fit
-
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 PAGES = ("pages_curves.py", "pages_classes.py", "pages_saliency.py", "pages_data.py")
 TIMEOUT = 120  # the first run of a page imports torch and captum
-
-
-@pytest.fixture(scope="session")
-def dashboard_runs(tiny_archive: Path, tiny_cache: Path, tmp_path_factory) -> Path:
-    """A runs root: three real short runs, a failed, a broken and two running ones.
-
-    test_browser.py imports this fixture too, which makes it a second fixture of the same
-    name: a fixed folder lets the session train once, whichever module asks first.
-    """
-    done = tmp_path_factory.getbasetemp() / "dashboard_runs"
-    if done.is_dir():
-        return done
-    root = tmp_path_factory.mktemp("dashboard_runs_building")
-    make_runs(root, tiny_archive, tiny_cache)
-    root.rename(done)
-    return done
-
-
-def make_runs(root: Path, tiny_archive: Path, tiny_cache: Path) -> None:
-    """Train the short runs under root and fake the failed, broken and running ones."""
-    base = Config(
-        model="baseline",
-        epochs=2,
-        batch_size=24,
-        lr=0.05,
-        per_class=24,  # a small train set keeps the two runs to seconds
-        data=str(tiny_archive),
-        cache_dir=str(tiny_cache),
-        runs_root=str(root),
-        quiet=True,
-        train_eval_size=64,
-    )
-    fit(replace(base, name="base-2ep"))
-    fit(replace(base, name="squeeze-1ep", model="squeezenet", epochs=1))
-    fit(replace(base, name="last-two", epochs=1, classes=2, first_class=2))
-    with pytest.raises(Exception, match="missing"):  # the record exists, then loading fails
-        fit(replace(base, name="failed", data=str(root / "missing.zip")))
-    broken = root / "broken"
-    shutil.copytree(root / "base-2ep", broken)
-    (broken / "summary.json").write_text('{"status": "finished", "test_top1": ')
-    running = root / "running"
-    shutil.copytree(root / "base-2ep", running)
-    summary = json.loads((running / "summary.json").read_text())
-    summary.update(status="running", epochs_done=1, epochs=3)
-    for key in ("test_top1", "test_top5", "train_top1", "train_top5"):
-        summary.pop(key)
-    (running / "summary.json").write_text(json.dumps(summary))
-    for name in ("per_class.csv", "confusion.npy", "predictions.csv"):
-        (running / name).unlink()
-    starting = root / "starting"  # no epoch finished yet: no epochs_done, metrics or checkpoint
-    starting.mkdir()
-    shutil.copy(root / "base-2ep" / "config.json", starting)
-    (starting / "summary.json").write_text(json.dumps({"status": "running", "epochs": 2}))
 
 
 def app(root: Path, monkeypatch) -> AppTest:

@@ -1,4 +1,4 @@
-"""Figures and tables from run records: study comparison, PNGs written atomically."""
+"""Figures (PNGs written atomically) and the run-record queries behind them (lab.records)."""
 
 from pathlib import Path
 
@@ -6,50 +6,28 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lab import data, figures, runs
+from lab import figures, records, runs
 from lab.study import STUDY
-from lab.train import Config, fit
 
 PNG = b"\x89PNG\r\n\x1a\n"
+# conftest's dashboard_runs: base-2ep is a finished run, failed has no checkpoint
 
 
-@pytest.fixture(scope="module")
-def runs_root(tiny_archive: Path, tiny_cache: Path, tmp_path_factory) -> Path:
-    """A runs root with one finished tiny run and one failed record."""
-    root = tmp_path_factory.mktemp("fig_runs")
-    fit(
-        Config(
-            model="baseline",
-            epochs=1,
-            batch_size=32,
-            device="cpu",
-            data=str(tiny_archive),
-            cache_dir=str(tiny_cache),
-            runs_root=str(root),
-            name="ok",
-            quiet=True,
-        )
-    )
-    runs.write_json(root / "bad" / "config.json", {"model": "vgg_reduced"})
-    runs.write_json(root / "bad" / "summary.json", {"status": "failed", "error": "boom"})
-    return root
-
-
-def test_make_figures_writes_pngs(runs_root: Path, tmp_path: Path) -> None:
-    paths = figures.make_figures(runs_root, tmp_path / "out")
+def test_make_figures_writes_pngs(dashboard_runs: Path, tmp_path: Path) -> None:
+    paths = figures.make_figures(dashboard_runs, tmp_path / "out")
     assert [p.name for p in paths] == ["accuracy.png", "curves.png", "saliency.png"]  # one preset
     for path in paths:
         assert path.read_bytes()[:8] == PNG
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in paths)
 
 
-def test_make_figures_compares_presets(runs_root: Path, tmp_path: Path) -> None:
-    # exported records (results/) of run "ok" (no preset) and of a copy under the paper preset
+def test_make_figures_compares_presets(dashboard_runs: Path, tmp_path: Path) -> None:
+    # exported records (results/) of the runs (no preset) and of a copy of one under "paper"
     root = tmp_path / "root"
-    runs.export_runs(runs_root, root)
-    runs.export_runs(runs_root, tmp_path / "copy")
-    (tmp_path / "copy" / "ok").rename(root / "paper-ok")
-    runs.update_summary(root / "paper-ok", preset="paper")
+    runs.export_runs(dashboard_runs, root)
+    runs.export_runs(dashboard_runs, tmp_path / "copy")
+    (tmp_path / "copy" / "base-2ep").rename(root / "paper-base")
+    runs.update_summary(root / "paper-base", preset="paper")
     paths = figures.make_figures(root, tmp_path / "out")
     # no saliency: exported records keep no checkpoint
     assert [p.name for p in paths] == ["accuracy.png", "curves.png", "presets.png"]
@@ -75,7 +53,7 @@ def test_study_table_takes_the_best_val_run_and_the_gap() -> None:
              "val_top1": 60.0, "test_top1": 59.0},
         ]
     )  # fmt: skip
-    rows = figures.study_table(table).set_index("model")
+    rows = records.study_table(table).set_index("model")
     assert list(rows.index) == [*STUDY, "resnet18"]
     assert rows.loc["resnet20", "run"] == "b"  # chosen on val, never on test
     assert rows.loc["resnet20", "gap_test"] == pytest.approx(50.0 - STUDY["resnet20"][2])
@@ -101,7 +79,7 @@ def test_preset_table_puts_presets_side_by_side() -> None:
              "test_top1": 31.0},
         ]
     )  # fmt: skip
-    scores = figures.preset_table(table)
+    scores = records.preset_table(table)
     assert list(scores.columns) == ["paper", "best", "none"]  # the presets' order, then others
     assert list(scores.index) == ["baseline", "resnet20", "resnet18"]  # the study's order first
     assert scores.loc["resnet20", "best"] == 51.0  # the best run on val, never on test
@@ -119,39 +97,25 @@ def test_preset_table_puts_presets_side_by_side() -> None:
     assert np.isnan(study_bars[2].get_height())  # resnet18 is not in the study
 
 
-def test_is_grayscale() -> None:
-    images = np.zeros((3, 64, 64, 3), np.uint8)
-    images[1, 5, 5] = (10, 10, 11)
-    images[2] = 7
-    assert figures.is_grayscale(images).tolist() == [True, False, True]
-
-
-def test_split_summary_counts_grayscale(tiny_cache: Path) -> None:
-    splits = {s: data.load_split(s, cache_dir=tiny_cache) for s in data.SPLITS}
-    table = figures.split_summary(splits)
-    assert table.loc["train", "images"] == len(splits["train"].labels)
-    assert table.loc["test", "classes"] == 4
-    assert 5 < table.loc["train", "grayscale_%"] < 25  # the fixture makes 1 image in 7 gray
-
-
-def test_pick_images_right_then_wrong(runs_root: Path) -> None:
-    predictions = pd.read_csv(runs_root / "ok" / "predictions.csv").set_index("file")
-    picked = figures.pick_images(runs_root / "ok", correct=2, wrong=2)
+def test_pick_images_right_then_wrong(dashboard_runs: Path) -> None:
+    predictions = pd.read_csv(dashboard_runs / "base-2ep" / "predictions.csv").set_index("file")
+    picked = records.pick_images(dashboard_runs / "base-2ep", correct=2, wrong=2)
     hits = [predictions.loc[f, "label"] == predictions.loc[f, "pred"] for f in picked]
     assert hits == sorted(hits, reverse=True) and 0 < len(picked) <= 4
 
 
-def test_predictions_by_file_name(runs_root: Path) -> None:
-    table = figures.predictions_table([runs_root / "ok"], ["val_3.JPEG", "val_0.JPEG"])
+def test_predictions_by_file_name(dashboard_runs: Path) -> None:
+    table = records.predictions_table([dashboard_runs / "base-2ep"], ["val_3.JPEG", "val_0.JPEG"])
     assert table["file"].tolist() == ["val_3.JPEG", "val_0.JPEG"]
     assert set(table["true"]) <= {f"thing{c}" for c in range(4)}
-    assert figures.test_images(runs_root / "ok", table["file"]).shape == (2, 64, 64, 3)
+    images = records.load_test_images(dashboard_runs / "base-2ep", table["file"])
+    assert images.shape == (2, 64, 64, 3)
 
 
-def test_saliency_figure_rejects_bad_input(runs_root: Path) -> None:
+def test_saliency_figure_rejects_bad_input(dashboard_runs: Path) -> None:
     with pytest.raises(ValueError, match="choose one or more of"):
-        figures.saliency_figure([runs_root / "ok"], ["val_0.JPEG"], ["lime"])
+        figures.saliency_figure([dashboard_runs / "base-2ep"], ["val_0.JPEG"], ["lime"])
     with pytest.raises(ValueError, match=r"no test prediction for \['val_99.JPEG'\]"):
-        figures.saliency_figure([runs_root / "ok"], ["val_99.JPEG"], ["saliency"])
+        figures.saliency_figure([dashboard_runs / "base-2ep"], ["val_99.JPEG"], ["saliency"])
     with pytest.raises(ValueError, match="not a finished run folder"):
-        figures.pick_runs(runs_root, [runs_root / "bad"])
+        records.pick_runs(dashboard_runs, [dashboard_runs / "failed"])

@@ -15,6 +15,7 @@ from lab.models import (
     build_model,
     count_macs,
     count_params,
+    freeze_backbone,
     model_names,
     model_table,
     param_groups,
@@ -184,7 +185,7 @@ def test_unknown_model_or_option_lists_the_valid_ones():
         build_model("resnet21")
     with pytest.raises(ValueError, match="valid options: none"):
         build_model("resnet20", pretrained=True)
-    with pytest.raises(ValueError, match="freeze_backbone"):
+    with pytest.raises(ValueError, match="input_size"):
         build_model("inception", freeze=True)
     with pytest.raises(ValueError, match="pretrained=False"):
         build_model("inception", weights="x.pth")
@@ -259,8 +260,8 @@ def test_missing_weights_error_names_both_places(tmp_path, monkeypatch):
 
 def test_freeze_backbone_freezes_all_but_the_head(tmp_path):
     imagenet_file(tmp_path / "g.pth", aux_logits=False)
-    model = build_model(
-        "inception", pretrained=True, weights=str(tmp_path / "g.pth"), freeze_backbone=True
+    model = freeze_backbone(
+        build_model("inception", pretrained=True, weights=str(tmp_path / "g.pth"))
     )
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable == ["net.fc.weight", "net.fc.bias"]

@@ -28,8 +28,11 @@ def test_every_preset_model_has_a_valid_config(preset: str) -> None:
 
 
 def test_presets_cover_the_study() -> None:
-    assert PRESETS["quick"]["models"] == STUDY_MODELS
-    assert set(STUDY_MODELS) | {"resnet18"} <= set(PRESETS["best"]["models"])
+    # written out: the presets are built from STUDY_MODELS, so comparing with it proves nothing
+    six = ["baseline", "alexnet_reduced", "vgg_reduced", "inception", "resnet20", "squeezenet"]
+    assert six == STUDY_MODELS  # the study's table, in its order
+    assert PRESETS["quick"]["models"] == PRESETS["paper"]["models"] == six
+    assert PRESETS["best"]["models"] == [*six, "resnet18"]
     paper = preset_config("paper", "resnet20")
     assert (paper.lr, paper.batch_size, paper.momentum, paper.weight_decay, paper.epochs) == (
         0.1,

@@ -86,7 +86,6 @@ def inception(
     pretrained: bool = False,
     weights: str | None = None,
     input_size: int = 64,
-    freeze_backbone: bool = False,
 ) -> nn.Sequential:
     """Build GoogLeNet, optionally from local ImageNet weights, with a num_classes head."""
     if weights and not pretrained:
@@ -109,9 +108,6 @@ def inception(
                 f"{path}: not torchvision GoogLeNet IMAGENET1K_V1 weights ({e})"
             ) from e
         net.fc = nn.Linear(net.fc.in_features, num_classes)
-    if freeze_backbone:
-        for name, p in net.named_parameters():
-            p.requires_grad = name.startswith("fc.")
     resize = nn.Identity()
     if input_size != 64:
         resize = nn.Upsample(size=(input_size, input_size), mode="bilinear", align_corners=False)
