@@ -499,9 +499,8 @@ def fit(config: Config) -> Path:
         names = [run_dir]
         dist.broadcast_object_list(names, src=0)
         run_dir = names[0]
-    checkpoint_path = run_dir / "checkpoint.pt"
-    if config.resume and not checkpoint_path.exists():
-        raise ValueError(f"{checkpoint_path}: no checkpoint to resume from")
+    if config.resume and not runs.has_checkpoint(run_dir):
+        raise ValueError(f"{run_dir / 'checkpoint.pt'}: no checkpoint to resume from")
     if rank == 0 and not config.resume and (run_dir / "summary.json").exists():
         raise ValueError(f"{run_dir}: a run of that name exists; resume it or choose another name")
     if rank == 0:
@@ -568,7 +567,7 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
     first_epoch, elapsed = 1, 0.0
     if config.resume:
         # On the CPU: the RNG states must stay CPU tensors; the rest moves to the model's device.
-        state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+        state = runs.load_checkpoint(run_dir, "cpu", fallback=True)
         model.load_state_dict(state["raw_model"] if ema is not None else state["model"])
         if ema is not None:
             ema.module.load_state_dict(state["model"])
@@ -604,7 +603,7 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
         if config.resume:  # rows of epochs after the checkpoint were never finished: drop them
             metrics_path = run_dir / "metrics.csv"
             if metrics_path.exists():
-                table = pd.read_csv(metrics_path)
+                table = runs.read_table(metrics_path)
                 runs.write_csv(metrics_path, table[table["epoch"] < first_epoch])
 
     for epoch in range(first_epoch, config.epochs + 1):
@@ -626,8 +625,8 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
             row.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"], lr=lr)
             metrics = runs.append_metrics(run_dir, row)
             best = metrics.loc[metrics["val_top1"].idxmax()]
-            runs.save_torch(
-                run_dir / "checkpoint.pt",
+            runs.save_checkpoint(
+                run_dir,
                 {
                     "model": evaluated.state_dict(),  # the weights that evaluate and explain use
                     "raw_model": model.state_dict() if ema is not None else None,
@@ -676,10 +675,7 @@ def load_checkpoint_model(
     """The model of a run's last checkpoint, in eval mode, and the run's config."""
     run_dir = Path(run_dir)
     config = config_from_dict(runs.read_json(run_dir / "config.json"))
-    path = run_dir / "checkpoint.pt"
-    if not path.exists():
-        raise ValueError(f"{path}: no checkpoint in this run folder")
-    state = torch.load(path, map_location=device, weights_only=False)
+    state = runs.load_checkpoint(run_dir, device)
     # The trained weights replace any pretrained ones, so no weights file is needed here.
     options = {k: v for k, v in model_options(config).items() if k not in ("pretrained", "weights")}
     model = build_model(config.model, num_classes=state["num_classes"], **options)
