@@ -1,6 +1,7 @@
-"""The `lab` command: data, models, train, evaluate, runs, sweep and figures."""
+"""The `lab` command: data, models, train, evaluate, predict, runs, sweep and figures."""
 
 import argparse
+import json
 import os
 import sys
 from dataclasses import fields
@@ -208,6 +209,30 @@ def cmd_figures(args: argparse.Namespace) -> None:
         print(path)
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """A run's top-5 classes for each image file; an unreadable file is named and passed over."""
+    from lab.predict import load_predictor, read_image, top_classes
+
+    predictor = load_predictor(Path(args.run))
+    results, failed = [], 0
+    for path in args.images:
+        try:
+            table = top_classes(predictor, read_image(path)[None])[0]
+        except ValueError as error:
+            print(f"lab predict: error: {error}", file=sys.stderr)
+            results.append({"image": path, "error": str(error)})
+            failed += 1
+            continue
+        results.append({"image": path, "top5": table.to_dict("records")})
+        if not args.json:
+            print(path)
+            for rank, row in enumerate(table.itertuples(), 1):
+                print(f"  {rank}. {row.probability:6.1%}  {row.name} ({row.label})")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return int(failed > 0)
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of the `lab` command."""
     from lab.presets import PRESETS
@@ -244,6 +269,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="a run's top-5 classes for your own JPEG or PNG images")
+    p.add_argument("run", help="run folder with a checkpoint.pt")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--json", action="store_true", help="one JSON list for machines")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("runs", help="a table of runs")
     p.add_argument("root", nargs="?", default="runs")
