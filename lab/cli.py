@@ -205,6 +205,8 @@ def cmd_figures(args: argparse.Namespace) -> None:
     """Regenerate the figures from a runs root."""
     from lab.figures import make_figures
 
+    for line in runs.broken_runs(runs.load_runs(Path(args.runs_root))):
+        print(f"left out: {line}", file=sys.stderr)
     for path in make_figures(Path(args.runs_root), Path(args.out)):
         print(path)
 

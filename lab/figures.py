@@ -4,6 +4,7 @@ Every figure is a matplotlib `Figure` built without pyplot (rendered by Agg, no 
 state): a notebook shows the one a cell returns, `make_figures` writes PNGs atomically.
 """
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -398,7 +399,11 @@ def make_figures(runs_root: str | Path, out_dir: str | Path) -> list[Path]:
     figures = {"accuracy.png": accuracy_figure(table), "curves.png": curves_figure(table["path"])}
     # records exported to results/ keep no checkpoint or predictions: no saliency from them
     if (top / "checkpoint.pt").exists() and (top / "predictions.csv").exists():
-        figures["saliency.png"] = saliency_figure([top], pick_images(top))
+        try:
+            runs.read_table(top / "predictions.csv")
+            figures["saliency.png"] = saliency_figure([top], pick_images(top))
+        except ValueError as error:  # a damaged checkpoint or table: the other figures still
+            print(f"saliency.png left out: {error}", file=sys.stderr)
     if table["preset"].nunique() > 1:  # e.g. paper and best runs of the same models
         figures["presets.png"] = presets_figure(table)
     if (Path(runs_root) / "transfer.csv").exists():  # written by lab transfer

@@ -198,6 +198,9 @@ def read_table(path: Path) -> pd.DataFrame:
         raise ValueError(f"{path}: no column {', '.join(missing)}")
     numbers = table[list(numeric)].apply(pd.to_numeric, errors="coerce")
     bad = numbers.isna().any(axis=1) | table[list(text)].isna().any(axis=1)
+    if "top5" in table:  # a last row cut inside its top-5 list is shorter than the others
+        sizes = table["top5"].astype(str).str.split().str.len()
+        bad |= sizes != sizes.max()
     if bad.any():
         row = int(bad.to_numpy().argmax())
         raise ValueError(f"{path}: line {row + 2} is garbled or cut short")
@@ -287,6 +290,11 @@ def load_runs(root: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=None if rows else ["run", "path", "status", "error"])
 
 
+def broken_runs(table: pd.DataFrame) -> list[str]:
+    """One line per broken run of a load_runs table: its name and why it cannot be used."""
+    return [f"{row.run}: {row.error}" for row in table[table["status"] == "broken"].itertuples()]
+
+
 # The files of a record small enough to commit (results/): no checkpoints or per-image tables.
 RECORD_FILES = ("config.json", "summary.json", "metrics.csv", "per_class.csv")
 
@@ -306,8 +314,8 @@ def export_runs(root: Path, dest: Path) -> list[Path]:
     a broken run is left out, with one line on stderr that says why."""
     root, dest = Path(root), Path(dest)
     table = load_runs(root)
-    for row in table[table["status"] == "broken"].itertuples():
-        print(f"{row.run}: not exported: {row.error}", file=sys.stderr)
+    for line in broken_runs(table):
+        print(f"not exported: {line}", file=sys.stderr)
     sound = [Path(path) for path in table.loc[table["status"] != "broken", "path"]]
     written = [path for run_dir in sound for path in export_run(run_dir, dest)]
     written += [copy_file(table, dest / table.name) for table in sorted(root.glob("*.csv"))]
