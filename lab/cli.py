@@ -160,6 +160,10 @@ def cmd_runs(args: argparse.Namespace) -> None:
     ]
     shown = table.reindex(columns=columns)
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}", na_rep=""))
+    seeds = runs.seed_table(runs.seed_groups(table))
+    if len(seeds):
+        print("\nRuns that differ only by seed: mean ± std over the seeds (%)")
+        print(seeds.to_string(index=False))
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -181,6 +185,14 @@ def parse_overrides(pairs: list[str]) -> dict:
     return overrides
 
 
+def parse_seeds(text: str) -> list[int] | None:
+    """Seeds from "0,1,2" (None for "")."""
+    try:
+        return [int(seed) for seed in text.split(",")] if text else None
+    except ValueError:
+        raise ValueError(f"--seeds {text}: expected whole numbers separated by commas") from None
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     """Copy the runs' small record files (no checkpoints) to a folder that can be committed."""
     written = runs.export_runs(Path(args.runs_root), Path(args.dest))
@@ -196,7 +208,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.data:
         overrides["data"] = args.data
     export = Path(args.export) if args.export else None
-    table = sweep(args.preset, models, Path(args.runs_root), overrides, export=export)
+    seeds = parse_seeds(args.seeds)
+    table = sweep(args.preset, models, Path(args.runs_root), overrides, export=export, seeds=seeds)
     print(table.to_string(index=False))
     return int((table["status"] == "failed").any())
 
@@ -293,6 +306,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-root", default="runs")
     p.add_argument("--data", default="", help="archive or folder (default: $TINY_IMAGENET)")
     p.add_argument("--export", default="", help="copy each finished run's record here")
+    p.add_argument(
+        "--seeds",
+        default="",
+        help="comma-separated, e.g. 0,1,2: each model once a seed, run names end in -s{seed}",
+    )
     p.add_argument(
         "--set",
         action="append",

@@ -231,6 +231,35 @@ def accuracy_figure(table: pd.DataFrame) -> Figure:
     return fig
 
 
+def seeds_figure(groups: pd.DataFrame) -> Figure:
+    """Train/val/test top-1 of each group of runs that differ only by seed (runs.seed_groups):
+    bars at the mean over seeds, error bars of one standard deviation."""
+    groups = groups[groups["runs"] > 1].reset_index(drop=True)
+    if groups.empty:
+        raise ValueError("no runs that differ only by seed (try `lab sweep --seeds 0,1,2`)")
+    fig = Figure(figsize=(max(6.0, 1.5 * len(groups)), 4), layout="constrained")
+    ax = fig.subplots()
+    x, width = np.arange(len(groups)), 0.27
+    colours = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
+    for i, split in enumerate(SPLITS):
+        ax.bar(
+            x + (i - 1) * width,
+            groups[f"{split}_top1"],
+            width,
+            yerr=groups[f"{split}_top1_std"],
+            capsize=3,
+            color=colours[split],
+            label=split,
+        )
+    labels = [f"{row.group}\n{row.runs} seeds" for row in groups.itertuples()]
+    ax.set_xticks(x, labels, rotation=20, fontsize="small")
+    ax.set(ylabel="top-1 accuracy (%)", ylim=(0, 100))
+    ax.set_title("Mean over seeds; error bars: one standard deviation")
+    ax.legend(fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
 def curves_figure(run_dirs: Sequence[str | Path]) -> Figure:
     """Learning curves of runs: train loss; val top-1 (solid) and train top-1 (dotted) by epoch."""
     fig = Figure(figsize=(12, 4), layout="constrained")
@@ -404,6 +433,9 @@ def make_figures(runs_root: str | Path, out_dir: str | Path) -> list[Path]:
             figures["saliency.png"] = saliency_figure([top], pick_images(top))
         except ValueError as error:  # a damaged checkpoint or table: the other figures still
             print(f"saliency.png left out: {error}", file=sys.stderr)
+    groups = runs.seed_groups(table)
+    if (groups["runs"] > 1).any():  # e.g. lab sweep --seeds 0,1,2
+        figures["seeds.png"] = seeds_figure(groups)
     if table["preset"].nunique() > 1:  # e.g. paper and best runs of the same models
         figures["presets.png"] = presets_figure(table)
     if (Path(runs_root) / "transfer.csv").exists():  # written by lab transfer

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -293,6 +294,59 @@ def load_runs(root: Path) -> pd.DataFrame:
 def broken_runs(table: pd.DataFrame) -> list[str]:
     """One line per broken run of a load_runs table: its name and why it cannot be used."""
     return [f"{row.run}: {row.error}" for row in table[table["status"] == "broken"].itertuples()]
+
+
+# Config fields that do not make two runs different experiments: the seed, and where and how
+# a run was recorded.
+NOT_THE_EXPERIMENT = ("seed", "name", "runs_root", "resume", "quiet")
+SEED_METRICS = ("train_top1", "val_top1", "test_top1", "test_top5", "best_val_top1")
+
+
+def seed_groups(table: pd.DataFrame) -> pd.DataFrame:
+    """Finished runs of a load_runs table grouped when they differ only by seed, one row a
+    group: its runs and seeds, and per metric the mean and (`<metric>_std`) the sample standard
+    deviation over seeds (NaN for a group of one run)."""
+    finished = table[table["status"] == "finished"] if len(table) else table
+    keys = [
+        column
+        for column in finished
+        if column.startswith("cfg_") and column.removeprefix("cfg_") not in NOT_THE_EXPERIMENT
+    ]
+    rows = []
+    if not finished.empty:
+        # as text, so that a field missing from older records (NaN) matches itself
+        experiment = finished[keys].map(str).agg("|".join, axis=1)
+        for _, group in finished.groupby(experiment, sort=False):
+            first = group.iloc[0]
+            seeds = group.get("cfg_seed", pd.Series(dtype=object))
+            row = {
+                "group": re.sub(rf"-s{first.get('cfg_seed')}$", "", str(first["run"])),
+                "model": first.get("model"),
+                "preset": first.get("preset"),
+                "runs": len(group),
+                "seeds": " ".join(str(seed) for seed in seeds),
+                "run_names": " ".join(group["run"]),
+            }
+            for metric in (m for m in SEED_METRICS if m in group):
+                values = pd.to_numeric(group[metric], errors="coerce")
+                row.update({metric: values.mean(), f"{metric}_std": values.std()})
+            rows.append(row)
+    return pd.DataFrame(rows, columns=None if rows else ["group", "model", "preset", "runs"])
+
+
+def mean_std(mean: float, std: float, digits: int = 2) -> str:
+    """ "mean ± std" as text, or the mean alone when there is no spread to show (one run)."""
+    return f"{mean:.{digits}f}" if pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def seed_table(groups: pd.DataFrame) -> pd.DataFrame:
+    """The seed_groups of more than one run, each metric as "mean ± std" text, for showing."""
+    several = groups[groups["runs"] > 1] if len(groups) else groups
+    shown = several.reindex(columns=["group", "model", "preset", "runs", "seeds"])
+    for metric in (m for m in SEED_METRICS if m in several):
+        pairs = zip(several[metric], several[f"{metric}_std"], strict=True)
+        shown[metric] = [mean_std(mean, std) for mean, std in pairs]
+    return shown.reset_index(drop=True)
 
 
 # The files of a record small enough to commit (results/): no checkpoints or per-image tables.
