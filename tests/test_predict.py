@@ -125,3 +125,18 @@ def test_cli_predicts_each_file_and_names_the_bad_one(
 
     assert main(["predict", str(run), str(notes), "--json"]) == 1
     assert json.loads(capsys.readouterr().out)[0]["error"].endswith("not a JPEG or PNG image")
+
+
+def test_explain_picture_gives_the_top5_and_a_map_a_method(run: Path) -> None:
+    # what the dashboard's "Your image" page shows for an upload
+    from lab.explain import METHODS, explain_picture
+
+    predictor = load_predictor(run)
+    picture = Image.new("RGB", (300, 200), (230, 210, 40))
+    image = decode(encoded(picture, "JPEG"), "yellow.jpg")
+    top, maps = explain_picture(predictor, image, METHODS)
+    assert top.equals(top_classes(predictor, image[None])[0])
+    assert set(maps) == set(METHODS)
+    for method, attribution in maps.items():
+        assert attribution.shape == (64, 64), method
+        assert np.isfinite(attribution).all() and (attribution >= 0).all(), method
