@@ -296,9 +296,9 @@ def broken_runs(table: pd.DataFrame) -> list[str]:
     return [f"{row.run}: {row.error}" for row in table[table["status"] == "broken"].itertuples()]
 
 
-# Config fields that do not make two runs different experiments: the seed, and where and how
-# a run was recorded.
-NOT_THE_EXPERIMENT = ("seed", "name", "runs_root", "resume", "quiet")
+# Config fields that do not make two runs different experiments: the seed, where the data was
+# read from (which classes and images is in other fields), and where and how a run was recorded.
+NOT_THE_EXPERIMENT = ("seed", "data", "cache_dir", "name", "runs_root", "resume", "quiet")
 SEED_METRICS = ("train_top1", "val_top1", "test_top1", "test_top5", "best_val_top1")
 
 
@@ -312,6 +312,7 @@ def seed_groups(table: pd.DataFrame) -> pd.DataFrame:
         for column in finished
         if column.startswith("cfg_") and column.removeprefix("cfg_") not in NOT_THE_EXPERIMENT
     ]
+    keys += [column for column in ("model", "preset") if column in finished]  # as summarized
     rows = []
     if not finished.empty:
         # as text, so that a field missing from older records (NaN) matches itself
@@ -320,11 +321,11 @@ def seed_groups(table: pd.DataFrame) -> pd.DataFrame:
             first = group.iloc[0]
             seeds = group.get("cfg_seed", pd.Series(dtype=object))
             row = {
-                "group": re.sub(rf"-s{first.get('cfg_seed')}$", "", str(first["run"])),
+                "group": re.sub(r"-s\d+$", "", str(first["run"])),  # as lab sweep --seeds names
                 "model": first.get("model"),
                 "preset": first.get("preset"),
                 "runs": len(group),
-                "seeds": " ".join(str(seed) for seed in seeds),
+                "seeds": " ".join(str(seed if pd.isna(seed) else int(seed)) for seed in seeds),
                 "run_names": " ".join(group["run"]),
             }
             for metric in (m for m in SEED_METRICS if m in group):
