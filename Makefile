@@ -1,5 +1,6 @@
 # The lab's two jobs: `make lab` (set up, get the data, run the quick sweep, open the dashboard)
-# and `make test` (set up, run the whole test suite). Both start from a fresh virtual env.
+# and `make test` (set up, run the whole test suite). Both start from a fresh virtual env;
+# `make notebook` opens JupyterLab on notebooks/ in that env.
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,7 +9,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 RUNS ?= runs
 
-.PHONY: lab install data sweep dashboard test lint chromium
+.PHONY: lab install data sweep dashboard notebook test lint chromium
 
 $(BIN)/lab: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +31,10 @@ dashboard: install
 	$(BIN)/streamlit run dashboard/app.py -- --runs-root $(RUNS)
 
 lab: sweep dashboard
+
+# The notebooks' kernel, python3, is this env's (installed by the $(BIN)/lab rule above).
+notebook: install
+	$(BIN)/jupyter lab --notebook-dir notebooks
 
 # Debian's Chromium for the browser tests (they are skipped where it cannot be installed).
 chromium:

@@ -25,6 +25,7 @@ page = st.navigation(
         st.Page("pages_curves.py", title="Curves", url_path="curves"),
         st.Page("pages_classes.py", title="Per-class errors", url_path="classes"),
         st.Page("pages_saliency.py", title="Saliency", url_path="saliency"),
+        st.Page("pages_image.py", title="Your image", url_path="image"),
         st.Page("pages_data.py", title="Data", url_path="data"),
     ]
 )

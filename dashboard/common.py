@@ -9,6 +9,7 @@ import torch
 
 from lab import data, explain, runs
 from lab.evaluate import predict
+from lab.predict import Predictor, load_predictor
 from lab.study import STUDY
 
 ACCURACIES = ("train_top1", "train_top5", "val_top1", "val_top5", "test_top1", "test_top5")
@@ -123,6 +124,19 @@ def attribution(path: str, version: tuple, index: int, method: str, target: int)
     mean, scale = normalization(config["data"], config["cache_dir"], config["normalize"])
     x = explain.inputs(images, mean, scale)
     return explain.attribute(model, x, target, method)[0].numpy()
+
+
+@st.cache_resource(show_spinner="Loading the model", max_entries=8)
+def _run_predictor(path: str, version: tuple) -> Predictor:
+    return load_predictor(path)
+
+
+@st.cache_data(show_spinner="Explaining the picture", max_entries=128)
+def picture_maps(
+    path: str, version: tuple, image: np.ndarray, methods: list[str]
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """lab.explain.explain_picture of an uploaded picture; version = checkpoint_version(path)."""
+    return explain.explain_picture(_run_predictor(path, version), image, methods)
 
 
 def upscale(image: np.ndarray, factor: int = 4) -> np.ndarray:

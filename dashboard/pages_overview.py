@@ -4,6 +4,8 @@ import common
 import pandas as pd
 import streamlit as st
 
+from lab import runs
+
 METRICS = (*common.ACCURACIES, "best_val_top1", "gap_test_top1", "images_per_s")
 COLUMNS = {
     "run": st.column_config.TextColumn("run"),
@@ -80,6 +82,12 @@ if len(problems):
         key="overview_problems",
         width="stretch",
     )
+
+seeds = runs.seed_table(runs.seed_groups(table))
+if len(seeds):
+    st.subheader("Runs that differ only by seed")
+    st.caption("Mean ± standard deviation over the seeds, in percent")
+    st.dataframe(seeds, hide_index=True, key="overview_seeds")
 
 st.subheader("Compare")
 # the picker's own state is dropped when another page is shown: keep the choice apart

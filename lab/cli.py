@@ -1,6 +1,7 @@
-"""The `lab` command: data, models, train, evaluate, runs, sweep and figures."""
+"""The `lab` command: data, models, train, evaluate, predict, runs, sweep and figures."""
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -147,6 +148,10 @@ def cmd_runs(args: argparse.Namespace) -> None:
     ]
     shown = table.reindex(columns=columns)
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}", na_rep=""))
+    seeds = runs.seed_table(runs.seed_groups(table))
+    if len(seeds):
+        print("\nRuns that differ only by seed: mean ± std over the seeds (%)")
+        print(seeds.to_string(index=False))
 
 
 def assignments(pairs: list[str]) -> dict[str, str]:
@@ -158,6 +163,14 @@ def assignments(pairs: list[str]) -> dict[str, str]:
             raise ValueError(f"--set {pair}: expected FIELD=VALUE, e.g. --set classes=20")
         values[key.replace("-", "_")] = value
     return values
+
+
+def parse_seeds(text: str) -> list[int] | None:
+    """Seeds from "0,1,2" (None for "")."""
+    try:
+        return [int(seed) for seed in text.split(",")] if text else None
+    except ValueError:
+        raise ValueError(f"--seeds {text}: expected whole numbers separated by commas") from None
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -175,7 +188,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.data:
         overrides["data"] = args.data
     export = Path(args.export) if args.export else None
-    table = sweep(args.preset, models, Path(args.runs_root), overrides, export=export)
+    seeds = parse_seeds(args.seeds)
+    table = sweep(args.preset, models, Path(args.runs_root), overrides, export=export, seeds=seeds)
     print(table.to_string(index=False))
     return int((table["status"] == "failed").any())
 
@@ -184,8 +198,34 @@ def cmd_figures(args: argparse.Namespace) -> None:
     """Regenerate the figures from a runs root."""
     from lab.figures import make_figures
 
+    for line in runs.broken_runs(runs.load_runs(Path(args.runs_root))):
+        print(f"left out: {line}", file=sys.stderr)
     for path in make_figures(Path(args.runs_root), Path(args.out)):
         print(path)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """A run's top-5 classes for each image file; an unreadable file is named and passed over."""
+    from lab.predict import load_predictor, read_image, top_classes
+
+    predictor = load_predictor(Path(args.run))
+    results, failed = [], 0
+    for path in args.images:
+        try:
+            table = top_classes(predictor, read_image(path)[None])[0]
+        except ValueError as error:
+            print(f"lab predict: error: {error}", file=sys.stderr)
+            results.append({"image": path, "error": str(error)})
+            failed += 1
+            continue
+        results.append({"image": path, "top5": table.to_dict("records")})
+        if not args.json:
+            print(path)
+            for rank, row in enumerate(table.itertuples(), 1):
+                print(f"  {rank}. {row.probability:6.1%}  {row.name} ({row.label})")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return int(failed > 0)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -233,6 +273,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("predict", help="a run's top-5 classes for your own JPEG or PNG images")
+    p.add_argument("run", help="run folder with a checkpoint.pt")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--json", action="store_true", help="one JSON list for machines")
+    p.set_defaults(func=cmd_predict)
+
     p = sub.add_parser("runs", help="a table of runs")
     p.add_argument("root", nargs="?", default="runs")
     p.set_defaults(func=cmd_runs)
@@ -248,6 +294,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-root", default="runs")
     p.add_argument("--data", default="", help="archive or folder (default: $TINY_IMAGENET)")
     p.add_argument("--export", default="", help="copy each finished run's record here")
+    p.add_argument(
+        "--seeds",
+        default="",
+        help="comma-separated, e.g. 0,1,2: each model once a seed, run names end in -s{seed}",
+    )
     p.add_argument(
         "--set",
         action="append",

@@ -191,10 +191,7 @@ def load_checkpoint_model(
     """The model of a run's last checkpoint, in eval mode, and the run's config."""
     run_dir = Path(run_dir)
     config = read_config(run_dir)
-    path = run_dir / "checkpoint.pt"
-    if not path.exists():
-        raise ValueError(f"{path}: no checkpoint in this run folder")
-    state = torch.load(path, map_location=device, weights_only=False)
+    state = runs.load_checkpoint(run_dir, device)
     # The trained weights replace any pretrained ones, so no weights file is needed here.
     options = {k: v for k, v in model_options(config).items() if k not in ("pretrained", "weights")}
     model = build_model(config.model, num_classes=state["num_classes"], **options)

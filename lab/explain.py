@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from captum.attr import (
     IntegratedGradients,
@@ -17,6 +18,7 @@ from torch import nn
 
 from lab.config import Config
 from lab.evaluate import load_checkpoint_model
+from lab.predict import Predictor, top_classes
 
 METHODS = ("saliency", "smoothgrad", "integrated_gradients", "gradcam", "occlusion")
 
@@ -111,3 +113,15 @@ def overlay(image: np.ndarray, attr: np.ndarray | torch.Tensor, alpha: float = 0
     colours = colormaps["inferno"](heat)[..., :3] * 255
     blended = (1 - alpha) * image.astype(np.float32) + alpha * colours
     return blended.round().astype(np.uint8)
+
+
+def explain_picture(
+    predictor: Predictor, image: np.ndarray, methods: list[str] | tuple[str, ...]
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """A run's top-5 for one uint8 (64, 64, 3) picture (lab.predict.decode) and, per method,
+    the (64, 64) map of its top-1 class."""
+    top = top_classes(predictor, image[None])[0]
+    x = inputs(image[None], predictor.mean, predictor.scale)
+    target = int(top["label"].iloc[0])
+    maps = {method: attribute(predictor.model, x, target, method)[0].numpy() for method in methods}
+    return top, maps

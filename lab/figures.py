@@ -5,6 +5,7 @@ state): a notebook shows the one a cell returns, `make_figures` writes PNGs atom
 tables they draw come from lab.records.
 """
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,11 +25,6 @@ from lab.records import (
     preset_table,
     study_table,
 )
-
-# The notebooks call these through lab.figures; they live in lab.records now.
-from lab.records import pick_runs as pick_runs
-from lab.records import predictions_table as predictions_table
-from lab.records import split_table as split_table
 from lab.study import STUDY
 
 SALIENCY_METHODS = ("saliency", "smoothgrad", "integrated_gradients", "gradcam")
@@ -118,6 +114,35 @@ def accuracy_figure(table: pd.DataFrame) -> Figure:
     ours = "/".join(map(str, sorted(set(counts)))) or "?"
     ax.set_title(f"Best run per model (solid, {ours} classes) and the study (hatched, 200 classes)")
     fig.legend(loc="outside right upper", fontsize="small")
+    return fig
+
+
+def seeds_figure(groups: pd.DataFrame) -> Figure:
+    """Train/val/test top-1 of each group of runs that differ only by seed (runs.seed_groups):
+    bars at the mean over seeds, error bars of one standard deviation."""
+    groups = groups[groups["runs"] > 1].reset_index(drop=True)
+    if groups.empty:
+        raise ValueError("no runs that differ only by seed (try `lab sweep --seeds 0,1,2`)")
+    fig = Figure(figsize=(max(6.0, 1.5 * len(groups)), 4), layout="constrained")
+    ax = fig.subplots()
+    x, width = np.arange(len(groups)), 0.27
+    colours = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
+    for i, split in enumerate(SCORED_SPLITS):
+        ax.bar(
+            x + (i - 1) * width,
+            groups[f"{split}_top1"],
+            width,
+            yerr=groups[f"{split}_top1_std"],
+            capsize=3,
+            color=colours[split],
+            label=split,
+        )
+    labels = [f"{row.group}\n{row.runs} seeds" for row in groups.itertuples()]
+    ax.set_xticks(x, labels, rotation=20, fontsize="small")
+    ax.set(ylabel="top-1 accuracy (%)", ylim=(0, 100))
+    ax.set_title("Mean over seeds; error bars: one standard deviation")
+    ax.legend(fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
     return fig
 
 
@@ -277,7 +302,14 @@ def make_figures(runs_root: str | Path, out_dir: str | Path) -> list[Path]:
     figures = {"accuracy.png": accuracy_figure(table), "curves.png": curves_figure(table["path"])}
     # records exported to results/ keep no checkpoint or predictions: no saliency from them
     if (top / "checkpoint.pt").exists() and (top / "predictions.csv").exists():
-        figures["saliency.png"] = saliency_figure([top], pick_images(top))
+        try:
+            runs.read_table(top / "predictions.csv")
+            figures["saliency.png"] = saliency_figure([top], pick_images(top))
+        except ValueError as error:  # a damaged checkpoint or table: the other figures still
+            print(f"saliency.png left out: {error}", file=sys.stderr)
+    groups = runs.seed_groups(table)
+    if (groups["runs"] > 1).any():  # e.g. lab sweep --seeds 0,1,2
+        figures["seeds.png"] = seeds_figure(groups)
     if table["preset"].nunique() > 1:  # e.g. paper and best runs of the same models
         figures["presets.png"] = presets_figure(table)
     if (Path(runs_root) / "transfer.csv").exists():  # written by lab transfer

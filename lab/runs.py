@@ -2,7 +2,9 @@
 
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -63,6 +65,67 @@ def save_torch(path: Path, obj: Any) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
+# checkpoint.pt is the newest; checkpoint.prev.pt the one it replaced, kept until the next is safe
+CHECKPOINTS = ("checkpoint.pt", "checkpoint.prev.pt")
+
+
+def save_checkpoint(run_dir: Path, state: dict) -> Path:
+    """Write checkpoint.pt atomically; the checkpoint it replaces stays as checkpoint.prev.pt."""
+    newest, previous = (Path(run_dir) / name for name in CHECKPOINTS)
+
+    def write(tmp: Path) -> None:
+        torch.save(state, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # the new bytes are on disk before the old file steps aside
+        if newest.exists():
+            os.replace(newest, previous)
+
+    return atomic_write(newest, write)
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether a run folder holds a checkpoint.pt or a checkpoint.prev.pt."""
+    return any((Path(run_dir) / name).exists() for name in CHECKPOINTS)
+
+
+def _read_checkpoint(path: Path, map_location: Any) -> dict:
+    """torch.load of one checkpoint file, ValueError naming it when it is damaged."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as error:  # damaged bytes raise anything from EOFError to RuntimeError
+        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else ""
+        raise ValueError(
+            f"{path}: damaged checkpoint ({type(error).__name__}: {reason})"
+        ) from error
+    if not isinstance(state, dict) or not {"model", "epoch", "num_classes"} <= set(state):
+        raise ValueError(f"{path}: not a checkpoint of this lab (no model, epoch or num_classes)")
+    return state
+
+
+def load_checkpoint(run_dir: Path, map_location: Any = "cpu", fallback: bool = False) -> dict:
+    """A run's checkpoint.pt as save_checkpoint wrote it; ValueError naming the file if damaged.
+
+    With `fallback` (resuming), the newest checkpoint that loads: when checkpoint.pt is damaged
+    or missing, checkpoint.prev.pt takes its place, and one line on stderr says so.
+    """
+    newest, previous = (Path(run_dir) / name for name in CHECKPOINTS)
+    problems = []
+    for path in (newest, previous) if fallback else (newest,):
+        if not path.exists():
+            continue
+        try:
+            state = _read_checkpoint(path, map_location)
+        except ValueError as error:
+            problems.append(str(error))
+            continue
+        if path == previous:
+            os.replace(previous, newest)  # the one that loads becomes the newest again
+            why = problems[0] if problems else f"{newest}: missing"
+            print(f"{why}; resuming from {previous.name}", file=sys.stderr)
+        return state
+    raise ValueError("; ".join(problems) or f"{newest}: no checkpoint in this run folder")
+
+
 def read_json(path: Path) -> dict:
     """Read a JSON object, with an error that names the file."""
     try:
@@ -87,7 +150,7 @@ def resume_or_clear(run_dir: Path) -> str:
     run_dir = Path(run_dir)
     if run_status(run_dir) == "finished":
         return "finished"
-    if (run_dir / "checkpoint.pt").exists():
+    if has_checkpoint(run_dir):
         return "resume"
     if run_dir.exists():  # failed before its first epoch: nothing to keep
         shutil.rmtree(run_dir)
@@ -114,12 +177,52 @@ def append_metrics(run_dir: Path, row: dict) -> pd.DataFrame:
     return table
 
 
+# The CSV files of a record: (numeric columns, text columns) every row must fill.
+TABLES = {
+    "metrics.csv": (("epoch", "train_loss", "train_top1", "val_loss", "val_top1"), ()),
+    "per_class.csv": (("label", "count", "correct", "top1"), ("wnid", "name")),
+    "predictions.csv": (("index", "label", "pred", "confidence"), ("file", "top5")),
+}
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """One of a record's TABLES, checked: ValueError naming the file and the first bad row when
+    it is garbled or truncated (a missing column, an empty cell, text where a number goes)."""
+    path = Path(path)
+    numeric, text = TABLES[path.name]
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError) as error:  # pandas' parser and decoding errors are ValueErrors
+        raise ValueError(f"{path}: unreadable CSV ({str(error).strip()[:120]})") from error
+    missing = [column for column in (*numeric, *text) if column not in table]
+    if missing:
+        raise ValueError(f"{path}: no column {', '.join(missing)}")
+    numbers = table[list(numeric)].apply(pd.to_numeric, errors="coerce")
+    bad = numbers.isna().any(axis=1) | table[list(text)].isna().any(axis=1)
+    if "top5" in table:  # a last row cut inside its top-5 list is shorter than the others
+        sizes = table["top5"].astype(str).str.split().str.len()
+        bad |= sizes != sizes.max()
+    if bad.any():
+        row = int(bad.to_numpy().argmax())
+        raise ValueError(f"{path}: line {row + 2} is garbled or cut short")
+    return table
+
+
 def _read_optional(path: Path, read: Callable[[Path], Any]) -> Any:
     return read(path) if path.exists() else None
 
 
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path)
+    except (OSError, ValueError, EOFError) as error:
+        raise ValueError(f"{path}: unreadable array ({error})") from error
+
+
 def load_run(path: Path) -> dict:
-    """Read one run folder: config, summary, metrics and the optional per-test-image tables."""
+    """Read one run folder: config, summary, metrics and the optional per-test-image tables.
+
+    Raises ValueError naming the first file that is unreadable, garbled or cut short."""
     path = Path(path)
     if not path.is_dir():
         raise ValueError(f"{path}: no such run folder")
@@ -127,11 +230,31 @@ def load_run(path: Path) -> dict:
         "path": path,
         "config": read_json(path / "config.json"),
         "summary": read_json(path / "summary.json"),
-        "metrics": _read_optional(path / "metrics.csv", pd.read_csv),
-        "per_class": _read_optional(path / "per_class.csv", pd.read_csv),
-        "confusion": _read_optional(path / "confusion.npy", np.load),
-        "predictions": _read_optional(path / "predictions.csv", pd.read_csv),
+        "metrics": _read_optional(path / "metrics.csv", read_table),
+        "per_class": _read_optional(path / "per_class.csv", read_table),
+        "confusion": _read_optional(path / "confusion.npy", _read_npy),
+        "predictions": _read_optional(path / "predictions.csv", read_table),
     }
+
+
+def record_problem(path: Path, summary: dict) -> str | None:
+    """Why a run's small tables cannot be used, or None: metrics.csv once an epoch is done and
+    per_class.csv once finished must exist and read cleanly (predictions.csv is checked where
+    it is read: it is large, and exported records leave it out)."""
+    needed = {
+        "metrics.csv": bool(summary.get("epochs_done")),
+        "per_class.csv": summary.get("status") == "finished",
+    }
+    for name, required in needed.items():
+        if not (path / name).exists():
+            if required:
+                return f"{path / name}: missing"
+            continue
+        try:
+            read_table(path / name)
+        except ValueError as error:
+            return str(error)
+    return None
 
 
 def _run_row(path: Path) -> dict:
@@ -144,6 +267,8 @@ def _run_row(path: Path) -> dict:
     row = {"run": path.name, "path": str(path), "error": None, **summary}
     if row.get("status") not in STATUSES:
         row.update(status="broken", error=f"{path / 'summary.json'}: no valid status")
+    elif problem := record_problem(path, summary):
+        row.update(status="broken", error=problem)
     row.update({f"cfg_{key}": value for key, value in config.items()})
     return row
 
@@ -166,6 +291,65 @@ def load_runs(root: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=None if rows else ["run", "path", "status", "error"])
 
 
+def broken_runs(table: pd.DataFrame) -> list[str]:
+    """One line per broken run of a load_runs table: its name and why it cannot be used."""
+    return [f"{row.run}: {row.error}" for row in table[table["status"] == "broken"].itertuples()]
+
+
+# Config fields that do not make two runs different experiments: the seed, where the data was
+# read from (which classes and images is in other fields), and where and how a run was recorded.
+NOT_THE_EXPERIMENT = ("seed", "data", "cache_dir", "name", "runs_root", "resume", "quiet")
+SEED_METRICS = ("train_top1", "val_top1", "test_top1", "test_top5", "best_val_top1")
+
+
+def seed_groups(table: pd.DataFrame) -> pd.DataFrame:
+    """Finished runs of a load_runs table grouped when they differ only by seed, one row a
+    group: its runs and seeds, and per metric the mean and (`<metric>_std`) the sample standard
+    deviation over seeds (NaN for a group of one run)."""
+    finished = table[table["status"] == "finished"] if len(table) else table
+    keys = [
+        column
+        for column in finished
+        if column.startswith("cfg_") and column.removeprefix("cfg_") not in NOT_THE_EXPERIMENT
+    ]
+    keys += [column for column in ("model", "preset") if column in finished]  # as summarized
+    rows = []
+    if not finished.empty:
+        # as text, so that a field missing from older records (NaN) matches itself
+        experiment = finished[keys].map(str).agg("|".join, axis=1)
+        for _, group in finished.groupby(experiment, sort=False):
+            first = group.iloc[0]
+            seeds = group.get("cfg_seed", pd.Series(dtype=object))
+            row = {
+                "group": re.sub(r"-s\d+$", "", str(first["run"])),  # as lab sweep --seeds names
+                "model": first.get("model"),
+                "preset": first.get("preset"),
+                "runs": len(group),
+                "seeds": " ".join(str(seed if pd.isna(seed) else int(seed)) for seed in seeds),
+                "run_names": " ".join(group["run"]),
+            }
+            for metric in (m for m in SEED_METRICS if m in group):
+                values = pd.to_numeric(group[metric], errors="coerce")
+                row.update({metric: values.mean(), f"{metric}_std": values.std()})
+            rows.append(row)
+    return pd.DataFrame(rows, columns=None if rows else ["group", "model", "preset", "runs"])
+
+
+def mean_std(mean: float, std: float, digits: int = 2) -> str:
+    """ "mean ± std" as text, or the mean alone when there is no spread to show (one run)."""
+    return f"{mean:.{digits}f}" if pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def seed_table(groups: pd.DataFrame) -> pd.DataFrame:
+    """The seed_groups of more than one run, each metric as "mean ± std" text, for showing."""
+    several = groups[groups["runs"] > 1] if len(groups) else groups
+    shown = several.reindex(columns=["group", "model", "preset", "runs", "seeds"])
+    for metric in (m for m in SEED_METRICS if m in several):
+        pairs = zip(several[metric], several[f"{metric}_std"], strict=True)
+        shown[metric] = [mean_std(mean, std) for mean, std in pairs]
+    return shown.reset_index(drop=True)
+
+
 # The files of a record small enough to commit (results/): no checkpoints or per-image tables.
 RECORD_FILES = ("config.json", "summary.json", "metrics.csv", "per_class.csv")
 
@@ -181,9 +365,14 @@ def export_run(run_dir: Path, dest: Path) -> list[Path]:
 
 
 def export_runs(root: Path, dest: Path) -> list[Path]:
-    """Copy every run's small record files, and the root's own tables, from `root` to `dest`."""
+    """Copy every run's small record files, and the root's own tables, from `root` to `dest`;
+    a broken run is left out, with one line on stderr that says why."""
     root, dest = Path(root), Path(dest)
-    written = [path for run_dir in run_dirs(root) for path in export_run(run_dir, dest)]
+    table = load_runs(root)
+    for line in broken_runs(table):
+        print(f"not exported: {line}", file=sys.stderr)
+    sound = [Path(path) for path in table.loc[table["status"] != "broken", "path"]]
+    written = [path for run_dir in sound for path in export_run(run_dir, dest)]
     written += [copy_file(table, dest / table.name) for table in sorted(root.glob("*.csv"))]
     return written
 

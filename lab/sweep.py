@@ -10,7 +10,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from lab import runs
-from lab.config import make_config
+from lab.config import Config, make_config
 from lab.presets import PRESETS
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -61,10 +61,22 @@ def execute(notebook: str, output: Path, parameters: dict, kernel: str) -> None:
             kernel_name=kernel,
             cwd=NOTEBOOKS,
             progress_bar=False,
+            # the kernel's own log (on this process's stderr) warns at every start that it runs
+            # over local TCP without encryption; its errors still show
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
     finally:
         if partial.exists():
             os.replace(partial, output)
+
+
+def run_line(row: dict) -> str:
+    """One line for a notebook the sweep ran: run, status, and its test top-1 or its error."""
+    if row["status"] == "finished" and "test_top1" in row:
+        outcome = f"test top-1 {row['test_top1']:.2f}%"
+    else:
+        outcome = row.get("error") or ""
+    return f"{row['run']}: {row['status']} in {row['sweep_time_s']:.0f} s  {outcome}".rstrip()
 
 
 def error_text(error: Exception) -> str:
@@ -72,6 +84,26 @@ def error_text(error: Exception) -> str:
     if hasattr(error, "ename"):
         return f"{error.ename}: {error.evalue}"
     return f"{type(error).__name__}: {error}"
+
+
+def seed_configs(
+    preset: str, models: list[str], overrides: dict, seeds: list[int] | None = None
+) -> dict[tuple[str, int | None], Config]:
+    """The Config of every run of a sweep by (model, seed); seed None = the preset's own."""
+    if seeds and "seed" in overrides:
+        raise ValueError("give the seeds with --seeds or with --set seed=N, not both")
+    if seeds and len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds {seeds}: a seed is given twice")
+    configs = {}
+    for model in models:
+        for seed in seeds or [None]:
+            values = {**overrides, "preset": preset, "model": model}
+            if seed is not None:
+                values["seed"] = seed
+            if seeds and len(seeds) > 1:  # one folder a seed
+                values["name"] = f"{preset}-{model}-s{seed}"
+            configs[model, seed] = make_config(values)
+    return configs
 
 
 def sweep(
@@ -82,13 +114,15 @@ def sweep(
     kernel_name: str | None = None,
     progress: bool = True,
     export: Path | None = None,
+    seeds: list[int] | None = None,
 ) -> pd.DataFrame:
     """Train each model of a preset through train.ipynb, then run compare.ipynb.
 
-    Runs are named `{preset}-{model}`; finished ones are skipped, a failed or interrupted one is
+    Runs are named `{preset}-{model}`, or `{preset}-{model}-s{seed}` with several `seeds` (each
+    model is trained once a seed); finished ones are skipped, a failed or interrupted one is
     resumed from its checkpoint (or started afresh), and a failure is recorded and passed over.
     With `export`, each run's record is copied there (`runs.export_run`) as soon as it finishes.
-    Returns one row per model (status finished, skipped or failed) plus one for compare.
+    Returns one row per run (status finished, skipped or failed) plus one for compare.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
@@ -99,17 +133,23 @@ def sweep(
     if "name" in overrides:
         raise ValueError("a sweep names each run {preset}-{model}: name cannot be set")
     overrides["runs_root"] = str(runs_root)
-    configs = {
-        model: make_config({**overrides, "preset": preset, "model": model}) for model in models
-    }
+    configs = seed_configs(preset, models, overrides, seeds)
     kernel = kernel_name or default_kernel()
     rows = []
-    for model in tqdm(models, desc=f"sweep {preset}", disable=not progress):
-        run_dir = runs_root / configs[model].name
+    for (model, _), config in tqdm(configs.items(), desc=f"sweep {preset}", disable=not progress):
+        run_dir = runs_root / config.name
         action = runs.resume_or_clear(run_dir)
-        row = {"model": model, "run": run_dir.name, "status": "skipped", "error": None}
+        row = {
+            "model": model,
+            "seed": config.seed,
+            "run": run_dir.name,
+            "status": "skipped",
+            "error": None,
+        }
         if action == "finished":
             rows.append({**row, **runs.read_json(run_dir / "summary.json"), "status": "skipped"})
+            if progress:
+                tqdm.write(f"{run_dir.name}: skipped, finished before")
             continue
         resume = action == "resume"
         if resume:  # so a failure before fit starts is told apart from the earlier one
@@ -121,7 +161,7 @@ def sweep(
             "run_name": run_dir.name,
             "resume": resume,
             # parsed: the notebook gets 0.3, not the "0.3" of --set lr=0.3
-            "overrides": {name: getattr(configs[model], name) for name in overrides},
+            "overrides": {name: getattr(config, name) for name in [*overrides, "seed"]},
         }
         start = time.perf_counter()
         try:
@@ -130,7 +170,7 @@ def sweep(
             # the notebook failed before fit could record it
             if runs.run_status(run_dir) != "failed":
                 if not (run_dir / "config.json").exists():
-                    runs.write_json(run_dir / "config.json", asdict(configs[model]))
+                    runs.write_json(run_dir / "config.json", asdict(config))
                 runs.update_summary(
                     run_dir, status="failed", error=error_text(error), model=model, preset=preset
                 )
@@ -138,6 +178,8 @@ def sweep(
         if export and summary.get("status") == "finished":
             runs.export_run(run_dir, export)
         rows.append({**row, **summary, "sweep_time_s": time.perf_counter() - start})
+        if progress:  # one line a notebook
+            tqdm.write(run_line(rows[-1]))
     row = {"model": None, "run": "compare", "status": "finished", "error": None}
     start = time.perf_counter()
     try:
@@ -150,5 +192,8 @@ def sweep(
     except Exception as error:
         row.update(status="failed", error=error_text(error))
     rows.append({**row, "sweep_time_s": time.perf_counter() - start})
-    columns = ["model", "run", "status", "sweep_time_s", "train_top1", "val_top1", "test_top1"]
+    if progress:
+        tqdm.write(run_line(rows[-1]))
+    columns = ["model", "seed", "run", "status", "sweep_time_s"]
+    columns += ["train_top1", "val_top1", "test_top1"]
     return pd.DataFrame(rows).reindex(columns=[*columns, "error"])

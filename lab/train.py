@@ -210,9 +210,8 @@ def fit(config: Config) -> Path:
         names = [run_dir]
         dist.broadcast_object_list(names, src=0)
         run_dir = names[0]
-    checkpoint_path = run_dir / "checkpoint.pt"
-    if config.resume and not checkpoint_path.exists():
-        raise ValueError(f"{checkpoint_path}: no checkpoint to resume from")
+    if config.resume and not runs.has_checkpoint(run_dir):
+        raise ValueError(f"{run_dir / 'checkpoint.pt'}: no checkpoint to resume from")
     if rank == 0 and not config.resume and (run_dir / "summary.json").exists():
         raise ValueError(f"{run_dir}: a run of that name exists; resume it or choose another name")
     if rank == 0:
@@ -283,7 +282,7 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
     first_epoch, elapsed = 1, 0.0
     if config.resume:
         # On the CPU: the RNG states must stay CPU tensors; the rest moves to the model's device.
-        state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+        state = runs.load_checkpoint(run_dir, "cpu", fallback=True)
         model.load_state_dict(state["raw_model"] if ema is not None else state["model"])
         if ema is not None:
             ema.module.load_state_dict(state["model"])
@@ -319,7 +318,7 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
         if config.resume:  # rows of epochs after the checkpoint were never finished: drop them
             metrics_path = run_dir / "metrics.csv"
             if metrics_path.exists():
-                table = pd.read_csv(metrics_path)
+                table = runs.read_table(metrics_path)
                 runs.write_csv(metrics_path, table[table["epoch"] < first_epoch])
 
     # ---- the loop: train an epoch, evaluate val, append the metrics row, save the checkpoint
@@ -343,8 +342,8 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
             row.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"], lr=lr)
             metrics = runs.append_metrics(run_dir, row)
             best = metrics.loc[metrics["val_top1"].idxmax()]
-            runs.save_torch(
-                run_dir / "checkpoint.pt",
+            runs.save_checkpoint(
+                run_dir,
                 {
                     "model": evaluated.state_dict(),  # the weights that evaluate and explain use
                     "raw_model": model.state_dict() if ema is not None else None,

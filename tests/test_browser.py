@@ -142,3 +142,25 @@ def test_page_draws_content(server, browser, path, testid, inner, name, tmp_path
     (out / f"dashboard_{name}_{testid}.png").write_bytes(shot)
     assert drawn_share(shot) > DRAWN, f"{name}: {testid} is drawn blank"
     page.close()
+
+
+def test_your_image_page_explains_an_upload(server, browser, tmp_path):
+    # AppTest cannot upload: the browser gives the page a picture of another size and mode
+    picture = tmp_path / "my picture.png"
+    Image.new("L", (200, 150), 90).save(picture)
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{server}/image", timeout=60_000)
+    uploader = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
+    uploader.wait_for(state="attached", timeout=120_000)
+    uploader.set_input_files(str(picture))
+    failure = page.locator('[data-testid="stAlertContentError"], [data-testid="stException"]')
+    maps = page.locator('[data-testid="stImage"] img')
+    maps.nth(3).or_(failure.first).wait_for(state="visible", timeout=120_000)
+    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=120_000)
+    assert not failure.count(), failure.first.inner_text()
+    assert not errors, errors
+    assert maps.count() == 4  # the picture at 64x64 and the three default maps
+    assert "my picture.png" in page.inner_text("body")
+    page.close()

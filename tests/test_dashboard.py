@@ -1,13 +1,26 @@
 """Every dashboard page, headless (AppTest), on real run records, an empty root and broken runs."""
 
 import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
-PAGES = ("pages_curves.py", "pages_classes.py", "pages_saliency.py", "pages_data.py")
+PAGES = (
+    "pages_curves.py",
+    "pages_classes.py",
+    "pages_saliency.py",
+    "pages_image.py",
+    "pages_data.py",
+)
 TIMEOUT = 120  # the first run of a page imports torch and captum
 
 
@@ -168,3 +181,70 @@ def test_a_class_subset_run_shows_its_own_classes(dashboard_runs, monkeypatch):
 def test_running_runs_show_their_progress(dashboard_runs, monkeypatch):
     bars = [p.proto.text for p in app(dashboard_runs, monkeypatch).get("progress")]
     assert bars == ["running: epoch 1 of 3", "starting: epoch 0 of 2"]
+
+
+def test_your_image_page_offers_the_runs_and_asks_for_pictures(dashboard_runs, monkeypatch):
+    at = page(app(dashboard_runs, monkeypatch), "pages_image.py")
+    runs_with_a_checkpoint = ["base-2ep", "last-two", "running", "squeeze-1ep"]
+    assert at.selectbox(key="image_run").options == runs_with_a_checkpoint
+    at.selectbox(key="image_other").set_value("squeeze-1ep").run()
+    assert not at.exception
+    assert "Upload one or more pictures" in text(at)
+
+
+def test_damaged_runs_are_named_and_the_pages_go_on(dashboard_runs, tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    for name in ("good", "bad-metrics", "bad-checkpoint", "bad-predictions"):
+        shutil.copytree(dashboard_runs / "base-2ep", root / name)
+    metrics = (root / "bad-metrics" / "metrics.csv").read_text()
+    (root / "bad-metrics" / "metrics.csv").write_text(metrics[: len(metrics) // 2])
+    checkpoint = (root / "bad-checkpoint" / "checkpoint.pt").read_bytes()
+    (root / "bad-checkpoint" / "checkpoint.pt").write_bytes(checkpoint[:1000])
+    predictions = root / "bad-predictions" / "predictions.csv"
+    predictions.write_text(predictions.read_text()[:300] + "\x00garbage,,\n")
+
+    at = app(root, monkeypatch)
+    problems = at.dataframe[1].value.set_index("run")
+    assert list(problems.index) == ["bad-metrics"]
+    assert str(root / "bad-metrics" / "metrics.csv") in problems.loc["bad-metrics", "error"]
+    for name in PAGES:
+        page(at, name)
+    at = page(at, "pages_saliency.py")
+    at.selectbox(key="saliency_run").set_value("bad-checkpoint").run()
+    assert not at.exception
+    assert f"{root / 'bad-checkpoint' / 'checkpoint.pt'}: damaged checkpoint" in text(at)
+    at = page(at, "pages_classes.py")
+    at.selectbox(key="classes_run").set_value("bad-predictions").run()
+    assert not at.exception
+    assert str(predictions) in text(at)
+    at.selectbox(key="classes_run").set_value("good").run()
+    assert not at.exception and len(at.get("plotly_chart")) == 1
+
+
+def test_the_dashboard_starts_quietly_from_the_project_root(tmp_path):
+    # .streamlit/config.toml: no usage statistics, no lookup of an external IP, no warnings
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py"]
+    command += ["--server.port", str(port), "--", "--runs-root", str(tmp_path)]
+    log = tmp_path / "server.log"
+    env = {**os.environ, "DISPLAY": ""}  # headless: no browser to open
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            command, cwd=APP.parents[1], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+    try:
+        deadline = time.time() + 60
+        while "URL:" not in log.read_text() and process.poll() is None:
+            assert time.time() < deadline, log.read_text()
+            time.sleep(0.5)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=5) as reply:
+            assert reply.read() == b"ok"
+    finally:
+        process.terminate()
+        process.wait(10)
+    printed = log.read_text()
+    assert f"URL: http://localhost:{port}" in printed
+    for unwanted in ("usage statistics", "external IP", "WARNING", "Warning"):
+        assert unwanted not in printed, printed

@@ -1,0 +1,83 @@
+"""Your image: upload pictures, see a run's top-5 and its Captum maps, beside a second run's."""
+
+from pathlib import Path
+
+import common
+import numpy as np
+import streamlit as st
+
+from lab.explain import METHODS, overlay
+from lab.predict import decode
+
+
+def show(run: str, path: str, image: np.ndarray, methods: list[str], key: str) -> None:
+    """One row: the picture as the model sees it, the run's top-5 and a map per method."""
+    try:
+        top, maps = common.picture_maps(path, common.checkpoint_version(path), image, methods)
+    except Exception as error:  # a damaged checkpoint or a missing data cache: say why, go on
+        st.error(f"{run}: cannot use this run: {type(error).__name__}: {error}")
+        return
+    st.markdown(f"**{run}**: explaining *{top['name'].iloc[0]}*")
+    columns = st.columns([1.2, 1.6] + [1.0] * len(methods))
+    columns[0].image(common.upscale(image), caption="64x64, as the model sees it")
+    columns[1].dataframe(
+        top[["name", "probability"]],
+        hide_index=True,
+        key=f"image_top5_{key}_{run}",
+        column_config={
+            "probability": st.column_config.ProgressColumn(
+                min_value=0.0, max_value=1.0, format="%.3f"
+            )
+        },
+    )
+    for column, method in zip(columns[2:], methods, strict=True):
+        column.image(common.upscale(overlay(image, maps[method])), caption=method)
+
+
+st.title("Your image")
+table = common.runs_table()
+if table.empty:
+    common.empty_root(common.runs_root())
+    st.stop()
+usable = table[
+    (table["status"] != "broken")
+    & table["path"].map(lambda p: (Path(p) / "checkpoint.pt").is_file())
+].set_index("run")
+if usable.empty:
+    st.info("Your pictures need a run with a checkpoint (one finished epoch).")
+    st.stop()
+
+names = list(usable.index)
+selection = [r for r in common.compare_selection(table) if r in usable.index]
+left, right = st.columns(2)
+run = left.selectbox(
+    "Run", names, index=names.index(selection[0]) if selection else 0, key="image_run"
+)
+others = [name for name in names if name != run]
+other = right.selectbox("Second run", ["(none)", *others], key="image_other")
+methods = st.multiselect(
+    "Methods", METHODS, default=["saliency", "integrated_gradients", "gradcam"], key="image_methods"
+)
+uploads = st.file_uploader(
+    "Pictures: JPEG or PNG, any size (the centre square is resized to 64x64)",
+    type=["jpg", "jpeg", "png"],
+    accept_multiple_files=True,
+    key="image_uploads",
+)
+if not uploads:
+    st.info("Upload one or more pictures to see what the run makes of them.")
+    st.stop()
+
+for number, upload in enumerate(uploads):
+    st.subheader(upload.name)
+    try:
+        image = decode(upload.getvalue(), upload.name)
+    except ValueError as error:
+        st.error(str(error))
+        continue
+    for name in [run] if other == "(none)" else [run, other]:
+        show(name, usable.loc[name, "path"], image, methods, str(number))
+st.caption(
+    "Maps show magnitude (brighter = more influence on the top class's logit); class names "
+    "are the run's own classes: a picture of anything else still gets the nearest of them."
+)

@@ -1,0 +1,125 @@
+"""Seeds and error bars: sweeps over seeds, runs that differ only by seed grouped with mean and
+standard deviation in `lab runs`, `lab figures` and the dashboard; the sweep's quiet kernels."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from papermill.exceptions import PapermillExecutionError
+from streamlit.testing.v1 import AppTest
+
+from lab import runs
+from lab.cli import main
+from lab.figures import make_figures
+from lab.sweep import default_kernel, execute, seed_configs, sweep
+from lab.train import Config, fit
+
+APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+
+
+@pytest.fixture(scope="module")
+def seeded(tiny_archive: Path, tiny_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A runs root: one recipe under seeds 0, 1 and 2, and a run of another lr."""
+    root = tmp_path_factory.mktemp("seeded")
+    config = Config(
+        model="baseline",
+        epochs=1,
+        batch_size=24,
+        lr=0.05,
+        per_class=24,
+        data=str(tiny_archive),
+        cache_dir=str(tiny_cache),
+        runs_root=str(root),
+        quiet=True,
+        train_eval_size=32,
+    )
+    for seed in (0, 1, 2):
+        fit(replace(config, seed=seed, name=f"tiny-baseline-s{seed}"))
+    fit(replace(config, lr=0.01, name="other-lr"))
+    return root
+
+
+def test_seed_groups_average_only_over_the_seed() -> None:
+    rows = [
+        {"run": f"a-s{seed}", "status": "finished", "model": "m", "test_top1": top1}
+        | {"cfg_model": "m", "cfg_lr": 0.1, "cfg_seed": seed, "cfg_name": f"a-s{seed}"}
+        | {"cfg_runs_root": f"/somewhere/{seed}", "cfg_quiet": seed == 1}
+        for seed, top1 in ((0, 50.0), (1, 54.0), (2, 58.0))
+    ]
+    rows.append(rows[0] | {"run": "b", "cfg_lr": 0.01, "test_top1": 10.0})
+    rows.append(rows[0] | {"run": "c", "status": "failed", "test_top1": np.nan})
+    rows.append(rows[0] | {"run": "d", "cfg_lr": np.nan, "test_top1": 20.0})  # an older record
+    groups = runs.seed_groups(pd.DataFrame(rows)).set_index("group")
+    assert list(groups.index) == ["a", "b", "d"]
+    assert groups.loc["a", "runs"] == 3 and groups.loc["a", "seeds"] == "0 1 2"
+    assert groups.loc["a", "test_top1"] == pytest.approx(54.0)
+    assert groups.loc["a", "test_top1_std"] == pytest.approx(4.0)  # sample std over seeds
+    assert groups.loc["b", "runs"] == 1 and np.isnan(groups.loc["b", "test_top1_std"])
+    table = runs.seed_table(groups.reset_index())
+    assert list(table["group"]) == ["a"] and table.loc[0, "test_top1"] == "54.00 ± 4.00"
+    assert runs.seed_groups(runs.load_runs(Path("/no/such/root"))).empty
+
+
+def test_a_sweep_over_seeds_names_a_run_a_seed() -> None:
+    configs = seed_configs("quick", ["baseline", "resnet20"], {}, [0, 1, 2])
+    assert [c.name for c in configs.values()] == [
+        f"quick-{model}-s{seed}" for model in ("baseline", "resnet20") for seed in (0, 1, 2)
+    ]
+    assert [c.seed for c in configs.values()] == [0, 1, 2, 0, 1, 2]
+    (one,) = seed_configs("quick", ["baseline"], {}, [7]).values()
+    assert (one.name, one.seed) == ("quick-baseline", 7)  # one seed: the usual name
+    with pytest.raises(ValueError, match="not both"):
+        seed_configs("quick", ["baseline"], {"seed": 3}, [0, 1])
+    with pytest.raises(ValueError, match="given twice"):
+        seed_configs("quick", ["baseline"], {}, [0, 0])
+    assert main(["sweep", "--preset", "quick", "--seeds", "0,x"]) == 2
+
+
+def test_each_seed_is_its_own_run_of_the_sweep(tiny_archive, tiny_cache, tmp_path: Path) -> None:
+    overrides = {"data": str(tiny_archive), "cache_dir": str(tiny_cache), "epochs": 1}
+    table = sweep(
+        "quick",
+        ["baseline"],
+        tmp_path,
+        overrides,
+        kernel_name="no-such-kernel",  # fails at once: the records say what would have run
+        progress=False,
+        seeds=[0, 1],
+    )
+    assert table["run"].tolist() == ["quick-baseline-s0", "quick-baseline-s1", "compare"]
+    assert table["seed"].tolist()[:2] == [0, 1]
+    for seed in (0, 1):
+        config = json.loads((tmp_path / f"quick-baseline-s{seed}" / "config.json").read_text())
+        assert (config["seed"], config["name"]) == (seed, f"quick-baseline-s{seed}")
+
+
+def test_runs_and_figures_show_mean_and_std(seeded: Path, tmp_path: Path, capsys) -> None:
+    summaries = [runs.read_json(seeded / f"tiny-baseline-s{s}" / "summary.json") for s in (0, 1, 2)]
+    test = np.array([summary["test_top1"] for summary in summaries])
+    assert main(["runs", str(seeded)]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("tiny-baseline "))
+    assert f"{test.mean():.2f} ± {test.std(ddof=1):.2f}" in line and "0 1 2" in line
+    assert "other-lr" not in out.split("differ only by seed")[1]
+    written = {path.name for path in make_figures(seeded, tmp_path)}
+    assert "seeds.png" in written
+
+
+def test_the_overview_shows_the_seed_groups(seeded: Path, monkeypatch) -> None:
+    monkeypatch.setenv("LAB_RUNS_ROOT", str(seeded))
+    at = AppTest.from_file(str(APP), default_timeout=120).run()
+    assert not at.exception, at.exception
+    table = next(frame.value for frame in at.dataframe if "seeds" in frame.value)
+    assert table["group"].tolist() == ["tiny-baseline"]
+    assert "±" in table["test_top1"].iloc[0]
+
+
+def test_the_sweeps_kernels_keep_their_tcp_warning_to_themselves(tmp_path: Path, capfd) -> None:
+    # compare.ipynb on an empty root fails in its first cells, once its kernel has started
+    parameters = {"runs_root": str(tmp_path), "out_dir": str(tmp_path / "figures")}
+    with pytest.raises(PapermillExecutionError, match="no finished runs"):
+        execute("compare", tmp_path / "compare.ipynb", parameters, default_kernel())
+    assert "without encryption" not in capfd.readouterr().err
