@@ -98,7 +98,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
     },
     "cpu": {
-        "models": STUDY_MODELS,
+        "models": [*STUDY_MODELS, "resnet18_cpu"],
         "config": {
             "classes": 0,
             "per_class": 0,
@@ -119,8 +119,16 @@ PRESETS: dict[str, dict[str, Any]] = {
             "tta_flip": True,
             "device": "cpu",
         },
+        # Epochs sized so that each run trains in about the minutes given (2 idle cores, bf16),
+        # from the models' measured 64 px speeds; a 30-epoch run costs about 16 epochs at 64 px.
         "per_model": {
-            "resnet20": {},  # about 100 minutes of training on 2 idle cores
+            "baseline": {},  # 35 minutes
+            "alexnet_reduced": {"epochs": 12, "lr": 0.05, "grad_clip": 5.0},  # 50 minutes
+            "vgg_reduced": {"epochs": 24},  # 40 minutes
+            "inception": {},  # 35 minutes
+            "resnet20": {},  # 80 minutes
+            "squeezenet": {"epochs": 24},  # 30 minutes
+            "resnet18_cpu": {},  # 80 minutes
         },
     },
 }

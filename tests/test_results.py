@@ -59,7 +59,7 @@ NOT_ON_THE_GPU_IMAGE = ("captum", "streamlit", "plotly", "papermill", "nbformat"
 def test_gpu_script_runs_stops_at_its_deadline_and_returns_the_records(
     tiny_archive: Path, tmp_path: Path
 ) -> None:
-    # results/gpu.sh on the CPU, with the packages the GPU image lacks made unimportable (a
+    # scripts/gpu.sh on the CPU, with the packages the GPU image lacks made unimportable (a
     # sitecustomize on PYTHONPATH): a short run, a benchmark, a run stopped at the deadline, and
     # a run that must not start; the records and the benchmark's table come back in OUT.
     out, site = tmp_path / "out", tmp_path / "site"
@@ -81,7 +81,7 @@ def test_gpu_script_runs_stops_at_its_deadline_and_returns_the_records(
         [sys.executable, "-c", "import captum"], env=env, capture_output=True, text=True
     )
     assert "ModuleNotFoundError" in blocked.stderr, "the blocking itself must work"
-    script = RESULTS / "gpu.sh"
+    script = RESULTS.parent / "scripts" / "gpu.sh"
     subprocess.run(
         ["bash", script, tiny_archive, "45", *plan], env=env, cwd=tmp_path, check=True, timeout=120
     )

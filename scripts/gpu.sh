@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
-# The one prepared script of a lent GPU session (the device tool): full-data runs, the GPU
-# benchmark, and everything they measured back through $OUT, inside a fixed time.
+# Full-data runs and the GPU benchmark on a GPU machine, inside a fixed time, with everything
+# they measured gathered in one folder to bring back.
 #
-#   bash results/gpu.sh ZIP SECONDS RUN...
+#   bash scripts/gpu.sh ZIP SECONDS RUN...
 #
-# ZIP: the official archive (../shared/tools/device-data carries it there). SECONDS: the time
-# all of it may take; a run still going then is stopped with Ctrl-C (its record says so, with
-# the epochs it finished) and no later one starts. RUN: the options of one `lab train`, e.g.
+# ZIP: the official archive. SECONDS: the time all of it may take; a run still going then is
+# stopped with Ctrl-C (its record says so, with the epochs it finished; `lab train --resume`
+# continues it) and no later one starts. RUN: the options of one `lab train`, e.g.
 # "--preset best --model resnet18", or `bench [OPTIONS]` for benchmarks/train.py --variants all
 # (e.g. "bench --models resnet18,resnet20").
 # It needs only torch, torchvision, numpy, pandas and tqdm. Runs go to $RUNS_ROOT (runs/gpu).
-# Back in $OUT: records.tgz (unpack into results/, then `lab runs`), benchmark.txt, log.txt.
+# In $OUT (default runs/gpu-out): records.tgz (unpack into results/, then `lab runs`),
+# benchmark.txt, log.txt.
 set -u -o pipefail
 zip=$(realpath "$1") seconds=$2
 shift 2
 cd "$(dirname "$0")/.."  # the repository's root: `python -m lab.cli` needs no install
-out=${OUT:?set OUT to the folder that comes back}
+out=${OUT:-runs/gpu-out}
+mkdir -p "$out"
 python=${PYTHON:-python3}  # the GPU image's python3 holds torch
 min_left=${MIN_LEFT:-30}  # seconds a run needs left to be worth starting
 deadline=$(($(date +%s) + seconds))
