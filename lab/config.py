@@ -94,8 +94,7 @@ def parse(name: str, value: Any) -> Any:
 
 
 def make_config(values: Mapping[str, Any]) -> Config:
-    """A checked Config: Config's defaults, the values of the preset that `values` names (for
-    its model), then `values` themselves (strings or JSON values by field name)."""
+    """A checked Config from field values (strings or JSON), over the preset they name, if any."""
     given = {name: parse(name, value) for name, value in values.items()}
     model = given.get("model", FIELDS["model"].default)
     preset = preset_values(given.get("preset", ""), model, bool(given.get("weights")))
@@ -118,9 +117,13 @@ def resume_config(run_dir: Path, changes: Mapping[str, Any]) -> Config:
             f"{', '.join(fixed)} cannot change on resume (only {', '.join(RESUME_FIELDS)} can); "
             "start a new run instead, e.g. with --init-from"
         )
-    values = {**dataclasses.asdict(read_config(run_dir)), **changes}
-    values.update(runs_root=str(Path(run_dir).parent), name=Path(run_dir).name, resume=True)
-    config = Config(**{name: parse(name, value) for name, value in values.items()})
+    config = dataclasses.replace(
+        read_config(run_dir),
+        **{name: parse(name, value) for name, value in changes.items()},
+        runs_root=str(Path(run_dir).parent),
+        name=Path(run_dir).name,
+        resume=True,
+    )
     check_config(config)
     return config
 

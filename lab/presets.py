@@ -135,8 +135,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def preset_values(preset: str, model: str, weights: bool = False) -> dict[str, Any]:
-    """The Config values `preset` gives `model` ("" = none), its run named preset-model;
-    `weights`: a weights file is given, so the preset's with_weights values apply too."""
+    """The Config values `preset` gives `model` ("" = none), its run named preset-model."""
+    # weights: a weights file is given, so the preset's with_weights values apply too
     if not preset:
         return {}
     if preset not in PRESETS:

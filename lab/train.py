@@ -39,8 +39,8 @@ from lab.models import (
 
 # ----------------------------------------------------------------------------- schedules
 def epoch_plan(num_images: int, batch_size: int, world: int) -> tuple[int, int]:
-    """(steps, local batch) of an epoch: every DDP rank takes the same number of whole batches
-    of batch_size // world images, so no rank waits in an all-reduce the others never reach."""
+    """(steps, local batch) of an epoch, the same on every DDP rank (and for the scheduler)."""
+    # Unequal steps would leave one rank waiting forever in an all-reduce the others never reach.
     local_batch = max(1, batch_size // world)
     return num_images // (local_batch * world), local_batch
 
