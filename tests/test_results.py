@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -60,20 +61,15 @@ def test_gpu_script_runs_stops_at_its_deadline_and_returns_the_records(
     tiny_archive: Path, tmp_path: Path
 ) -> None:
     # scripts/gpu.sh on the CPU, with the packages the GPU image lacks made unimportable (a
-    # sitecustomize on PYTHONPATH): a short run, a benchmark, a run stopped at the deadline, and
-    # a run that must not start; the records and the benchmark's table come back in OUT.
+    # sitecustomize on PYTHONPATH): a short run and a benchmark with time to spare, then, with a
+    # short deadline, a run stopped at it and a run that must not start; the records and the
+    # benchmark's table come back in OUT.
     out, site = tmp_path / "out", tmp_path / "site"
     out.mkdir()
     site.mkdir()
     block = f"import sys\nsys.modules.update(dict.fromkeys({NOT_ON_THE_GPU_IMAGE!r}))\n"
     (site / "sitecustomize.py").write_text(block)
     cheap = "--model resnet20_cifar --batch-size 32 --lr 0.05 --train-eval-size 64"
-    plan = [
-        f"{cheap} --epochs 1 --name short",
-        "bench --variants plain --models resnet20_cifar --batch-size 16 --steps 2 --device cpu",
-        f"{cheap} --epochs 10000 --name stopped",
-        f"{cheap} --epochs 1 --name never",
-    ]
     env = {**os.environ, "OUT": str(out), "DEVICE": "cpu", "LAB_DATA_DIR": str(tmp_path / "d")}
     env.update(MIN_LEFT="5", RUNS_ROOT=str(tmp_path / "runs"), PYTHON=sys.executable)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
@@ -81,12 +77,21 @@ def test_gpu_script_runs_stops_at_its_deadline_and_returns_the_records(
         [sys.executable, "-c", "import captum"], env=env, capture_output=True, text=True
     )
     assert "ModuleNotFoundError" in blocked.stderr, "the blocking itself must work"
-    script = RESULTS.parent / "scripts" / "gpu.sh"
-    subprocess.run(
-        ["bash", script, tiny_archive, "45", *plan], env=env, cwd=tmp_path, check=True, timeout=120
-    )
+
+    def gpu_sh(seconds: int, *plan: str) -> None:
+        command = ["bash", RESULTS.parent / "scripts" / "gpu.sh", tiny_archive, str(seconds), *plan]
+        subprocess.run(command, env=env, cwd=tmp_path, check=True, timeout=seconds + 120)
+
+    bench = "bench --variants plain --models resnet20_cifar --batch-size 16 --steps 2 --device cpu"
+    started = time.monotonic()
+    gpu_sh(600, f"{cheap} --epochs 1 --name short", bench)  # done long before the deadline
+    # The deadline: half as long as that took (the script's start, a whole run, a benchmark and
+    # the export), so the stopped run is under way when it comes however busy the cores are.
+    seconds = max(15, round((time.monotonic() - started) / 2))
+    never = f"{cheap} --epochs 1 --name never"
+    gpu_sh(seconds, f"{cheap} --epochs 10000 --name stopped", never)
     log = (out / "log.txt").read_text()
-    assert "=== not started, out of time: " + plan[3] in log
+    assert "=== not started, out of time: " + never in log
     assert "plain" in (out / "benchmark.txt").read_text()
     with tarfile.open(out / "records.tgz") as archive:
         archive.extractall(tmp_path / "back", filter="data")
