@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from lab import runs
 from lab.cli import main
 from lab.figures import make_figures
-from lab.sweep import default_kernel, execute, seed_configs, sweep
+from lab.sweep import default_kernel, execute, run_line, seed_configs, sweep
 from lab.train import Config, fit
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
@@ -123,3 +123,14 @@ def test_the_sweeps_kernels_keep_their_tcp_warning_to_themselves(tmp_path: Path,
     with pytest.raises(PapermillExecutionError, match="no finished runs"):
         execute("compare", tmp_path / "compare.ipynb", parameters, default_kernel())
     assert "without encryption" not in capfd.readouterr().err
+
+
+def test_the_sweep_says_one_line_a_notebook() -> None:
+    finished = {"run": "quick-baseline-s1", "status": "finished", "test_top1": 61.6}
+    assert run_line(finished | {"sweep_time_s": 78.4}) == (
+        "quick-baseline-s1: finished in 78 s  test top-1 61.60%"
+    )
+    failed = {"run": "compare", "status": "failed", "error": "ValueError: no finished runs"}
+    assert run_line(failed | {"sweep_time_s": 3.0}) == (
+        "compare: failed in 3 s  ValueError: no finished runs"
+    )
