@@ -139,7 +139,7 @@ def seeds_figure(groups: pd.DataFrame) -> Figure:
         )
     labels = [f"{row.group}\n{row.runs} seeds" for row in groups.itertuples()]
     ax.set_xticks(x, labels, rotation=20, fontsize="small")
-    ax.set(ylabel="top-1 accuracy (%)", ylim=(0, 100))
+    ax.set(ylabel="top-1 accuracy (%)", ylim=(0, 100), xlim=(-1, len(groups)))
     ax.set_title("Mean over seeds; error bars: one standard deviation")
     ax.legend(fontsize="small")
     ax.grid(axis="y", alpha=0.3)

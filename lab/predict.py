@@ -29,6 +29,8 @@ class Predictor:
 
 def load_predictor(run_dir: str | Path) -> Predictor:
     """The model of a run's checkpoint on the CPU, its normalization and class names."""
+    if not Path(run_dir).is_dir():
+        raise ValueError(f"{run_dir}: no such run folder")
     model, config = load_checkpoint_model(Path(run_dir), "cpu")
     cache = data.prepare(config.data or None, config.cache_dir or None, progress=False)
     # names from the data set's words.txt (kept in the cache), in the run's label order

@@ -13,8 +13,8 @@ from streamlit.testing.v1 import AppTest
 
 from lab import runs
 from lab.cli import main
-from lab.figures import make_figures
-from lab.sweep import default_kernel, execute, seed_configs, sweep
+from lab.figures import make_figures, seeds_figure
+from lab.sweep import default_kernel, execute, run_line, seed_configs, sweep
 from lab.train import Config, fit
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
@@ -123,3 +123,34 @@ def test_the_sweeps_kernels_keep_their_tcp_warning_to_themselves(tmp_path: Path,
     with pytest.raises(PapermillExecutionError, match="no finished runs"):
         execute("compare", tmp_path / "compare.ipynb", parameters, default_kernel())
     assert "without encryption" not in capfd.readouterr().err
+
+
+def test_the_sweep_says_one_line_a_notebook() -> None:
+    finished = {"run": "quick-baseline-s1", "status": "finished", "test_top1": 61.6}
+    assert run_line(finished | {"sweep_time_s": 78.4}) == (
+        "quick-baseline-s1: finished in 78 s  test top-1 61.60%"
+    )
+    failed = {"run": "compare", "status": "failed", "error": "ValueError: no finished runs"}
+    assert run_line(failed | {"sweep_time_s": 3.0}) == (
+        "compare: failed in 3 s  ValueError: no finished runs"
+    )
+
+
+def test_the_seeds_figure_draws_one_std_error_bars() -> None:
+    groups = pd.DataFrame(
+        [
+            {"group": "a", "runs": 3, "train_top1": 70, "val_top1": 60, "test_top1": 58}
+            | {"train_top1_std": 1.0, "val_top1_std": 2.0, "test_top1_std": 3.0},
+            {"group": "b", "runs": 1, "train_top1": 50, "val_top1": 40, "test_top1": 38}
+            | {"train_top1_std": np.nan, "val_top1_std": np.nan, "test_top1_std": np.nan},
+        ]
+    )
+    (ax,) = seeds_figure(groups).axes
+    bars = [container for container in ax.containers if hasattr(container, "errorbar")]
+    assert [len(container) for container in bars] == [1, 1, 1]  # group "a" only
+    for container, std in zip(bars, (1.0, 2.0, 3.0), strict=True):
+        (segments,) = container.errorbar.lines[2]
+        (bottom, top) = segments.get_segments()[0][:, 1]
+        assert top - bottom == pytest.approx(2 * std)
+    with pytest.raises(ValueError, match="lab sweep --seeds"):
+        seeds_figure(groups[groups["group"] == "b"])
