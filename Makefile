@@ -33,8 +33,9 @@ dashboard: install
 lab: sweep dashboard
 
 # The notebooks' kernel, python3, is this env's (installed by the $(BIN)/lab rule above).
+# JupyterLab refuses root without --allow-root (containers often run as root).
 notebook: install
-	$(BIN)/jupyter lab --notebook-dir notebooks
+	$(BIN)/jupyter lab --notebook-dir notebooks $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 # Debian's Chromium for the browser tests (they are skipped where it cannot be installed).
 chromium:
