@@ -157,3 +157,19 @@ def empty_root(root: Path) -> None:
 def compare_selection(table: pd.DataFrame) -> list[str]:
     """Runs picked on the overview page that still exist."""
     return [r for r in st.session_state.get("compare", []) if r in set(table["run"])]
+
+
+def checkpoint_runs(need: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The runs table and, by run name, its readable runs with a checkpoint; the page stops
+    with a line saying what `need`s one when there is none."""
+    table = runs_table()
+    if table.empty:
+        empty_root(runs_root())
+        st.stop()
+    usable = table[
+        (table["status"] != "broken") & table["path"].map(lambda p: runs.has_checkpoint(Path(p)))
+    ].set_index("run")
+    if usable.empty:
+        st.info(f"{need} a run with a checkpoint (one finished epoch).")
+        st.stop()
+    return table, usable

@@ -1,7 +1,5 @@
 """Your image: upload pictures, see a run's top-5 and its Captum maps, beside a second run's."""
 
-from pathlib import Path
-
 import common
 import numpy as np
 import streamlit as st
@@ -35,17 +33,7 @@ def show(run: str, path: str, image: np.ndarray, methods: list[str], key: str) -
 
 
 st.title("Your image")
-table = common.runs_table()
-if table.empty:
-    common.empty_root(common.runs_root())
-    st.stop()
-usable = table[
-    (table["status"] != "broken")
-    & table["path"].map(lambda p: (Path(p) / "checkpoint.pt").is_file())
-].set_index("run")
-if usable.empty:
-    st.info("Your pictures need a run with a checkpoint (one finished epoch).")
-    st.stop()
+table, usable = common.checkpoint_runs("Your pictures need")
 
 names = list(usable.index)
 selection = [r for r in common.compare_selection(table) if r in usable.index]

@@ -1,7 +1,6 @@
 """Saliency: one test image, a run's top-5 and Captum maps, optionally beside a second run."""
 
 import random
-from pathlib import Path
 
 import common
 import numpy as np
@@ -38,17 +37,7 @@ def show(run: str, path: str, split, index: int, methods: list[str], explain_tru
 
 
 st.title("Saliency")
-table = common.runs_table()
-if table.empty:
-    common.empty_root(common.runs_root())
-    st.stop()
-usable = table[
-    (table["status"] != "broken")
-    & table["path"].map(lambda p: (Path(p) / "checkpoint.pt").is_file())
-].set_index("run")
-if usable.empty:
-    st.info("Attribution maps need a run with a checkpoint (one finished epoch).")
-    st.stop()
+table, usable = common.checkpoint_runs("Attribution maps need")
 
 names = list(usable.index)
 selection = [r for r in common.compare_selection(table) if r in usable.index]

@@ -94,6 +94,13 @@ def predict(
     return torch.cat(outputs) if outputs else torch.zeros(0, 0)
 
 
+def run_logits(
+    model: nn.Module, config: Config, run: RunData, images: torch.Tensor
+) -> torch.Tensor:
+    """predict() with the run's normalization, precision and flip averaging."""
+    return predict(model, images, run.mean, run.scale, amp=config.amp, tta_flip=config.tta_flip)
+
+
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """Cross-entropy loss, top-1 and top-5 accuracy (percent) of logits against labels."""
     top = logits.topk(min(5, logits.shape[1]), dim=1).indices
@@ -122,9 +129,7 @@ def split_scores(
         images, labels = run.images[name], run.labels[name]
         if name == "train":
             images, labels = images[sample], labels[sample]
-        logits[name] = predict(
-            model, images, run.mean, run.scale, amp=config.amp, tta_flip=config.tta_flip
-        )
+        logits[name] = run_logits(model, config, run, images)
         top = accuracy(logits[name], labels.cpu())
         scores.update({f"{name}_top1": top["top1"], f"{name}_top5": top["top5"]})
     return scores, logits
@@ -171,14 +176,7 @@ def final_evaluation(model: nn.Module, config: Config, run: RunData, run_dir: Pa
     runs.write_csv(run_dir / "predictions.csv", tables["predictions"])
     if "challenge" in run.splits:
         challenge = run.splits["challenge"]
-        logits = predict(
-            model,
-            run.images["challenge"],
-            run.mean,
-            run.scale,
-            amp=config.amp,
-            tta_flip=config.tta_flip,
-        )
+        logits = run_logits(model, config, run, run.images["challenge"])
         wnids = [challenge.wnids[i] for i in logits.argmax(dim=1).tolist()]
         lines = "".join(f"{f} {w}\n" for f, w in zip(challenge.files, wnids, strict=True))
         runs.write_text(run_dir / "challenge.txt", lines)

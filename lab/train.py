@@ -25,7 +25,7 @@ from tqdm import tqdm
 from lab import data, runs
 from lab.config import Config, check_config, model_options
 from lab.device import autocast, device_label, precision, resolve_device
-from lab.evaluate import RunData, accuracy, final_evaluation, load_data, predict
+from lab.evaluate import RunData, accuracy, final_evaluation, load_data, run_logits
 from lab.models import (
     build_model,
     classifier_name,
@@ -330,14 +330,7 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
         )
         elapsed += row["epoch_time_s"]
         if rank == 0:
-            logits = predict(
-                evaluated,
-                run.images["val"],
-                run.mean,
-                run.scale,
-                amp=config.amp,
-                tta_flip=config.tta_flip,
-            )
+            logits = run_logits(evaluated, config, run, run.images["val"])
             val = accuracy(logits, run.labels["val"].cpu())
             row.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"], lr=lr)
             metrics = runs.append_metrics(run_dir, row)
