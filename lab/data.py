@@ -552,7 +552,7 @@ def normalizer(
     elif mode == "channel":
         mean = torch.from_numpy(stats["mean_channel"]).view(1, 3, 1, 1)
     else:
-        raise ValueError(f"normalize mode must be one of {NORMALIZE}, got {mode!r}")
+        raise ValueError(f"normalize mode must be 'pixel' or 'channel', got {mode!r}")
     scale = torch.from_numpy(stats["std_channel"]).view(1, 3, 1, 1)
     return mean.float().contiguous().to(device), scale.float().to(device)
 
