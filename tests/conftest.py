@@ -132,6 +132,22 @@ def tiny_cache(tiny_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture(scope="session")
+def tiny_config(tiny_archive: Path, tiny_cache: Path) -> Config:
+    """A one-epoch baseline on tiny_archive, 24 images a class: give it a runs_root and a name."""
+    return Config(
+        model="baseline",
+        epochs=1,
+        batch_size=24,
+        lr=0.05,
+        per_class=24,
+        data=str(tiny_archive),
+        cache_dir=str(tiny_cache),
+        quiet=True,
+        train_eval_size=32,
+    )
+
+
+@pytest.fixture(scope="session")
 def real_archive() -> Path:
     """The real archive from $TINY_IMAGENET, or skip."""
     path = os.environ.get("TINY_IMAGENET")

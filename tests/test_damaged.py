@@ -17,21 +17,10 @@ from lab.train import Config, fit
 
 
 @pytest.fixture(scope="module")
-def record(tiny_archive: Path, tiny_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def record(tiny_config: Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished two-epoch run: checkpoint.pt of epoch 2, checkpoint.prev.pt of epoch 1."""
-    config = Config(
-        model="baseline",
-        epochs=2,
-        batch_size=24,
-        lr=0.05,
-        per_class=24,
-        data=str(tiny_archive),
-        cache_dir=str(tiny_cache),
-        runs_root=str(tmp_path_factory.mktemp("damaged_runs")),
-        quiet=True,
-        train_eval_size=32,
-    )
-    return fit(replace(config, name="record"))
+    root = tmp_path_factory.mktemp("damaged_runs")
+    return fit(replace(tiny_config, epochs=2, runs_root=str(root), name="record"))
 
 
 def copy(record: Path, dest: Path) -> Path:

@@ -19,22 +19,10 @@ from lab.train import fit
 
 
 @pytest.fixture(scope="module")
-def run(tiny_archive: Path, tiny_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def run(tiny_config: Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished one-epoch run on the tiny archive, channel-normalized, with flip averaging."""
-    config = Config(
-        model="baseline",
-        epochs=1,
-        batch_size=24,
-        lr=0.05,
-        per_class=24,
-        normalize="channel",
-        tta_flip=True,
-        data=str(tiny_archive),
-        cache_dir=str(tiny_cache),
-        runs_root=str(tmp_path_factory.mktemp("predict_runs")),
-        quiet=True,
-        train_eval_size=32,
-    )
+    root = str(tmp_path_factory.mktemp("predict_runs"))
+    config = replace(tiny_config, normalize="channel", tta_flip=True, runs_root=root)
     return fit(replace(config, name="tiny"))
 
 

@@ -21,21 +21,10 @@ APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 
 
 @pytest.fixture(scope="module")
-def seeded(tiny_archive: Path, tiny_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def seeded(tiny_config: Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A runs root: one recipe under seeds 0, 1 and 2, and a run of another lr."""
     root = tmp_path_factory.mktemp("seeded")
-    config = Config(
-        model="baseline",
-        epochs=1,
-        batch_size=24,
-        lr=0.05,
-        per_class=24,
-        data=str(tiny_archive),
-        cache_dir=str(tiny_cache),
-        runs_root=str(root),
-        quiet=True,
-        train_eval_size=32,
-    )
+    config = replace(tiny_config, runs_root=str(root))
     for seed in (0, 1, 2):
         fit(replace(config, seed=seed, name=f"tiny-baseline-s{seed}"))
     fit(replace(config, lr=0.01, name="other-lr"))
