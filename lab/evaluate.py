@@ -138,8 +138,11 @@ def split_scores(
 def prediction_tables(logits: torch.Tensor, split: data.Split) -> dict:
     """Per-class accuracy, confusion matrix and per-image predictions for a labeled split."""
     labels = torch.from_numpy(np.asarray(split.labels))
-    confidence, pred = logits.softmax(dim=1).max(dim=1)
+    # the prediction is top-5's first, as in accuracy(): argmax may break a tie (common in bf16
+    # logits) the other way, and the tables would disagree with the summary's top-1
     top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    pred = top5[:, 0]
+    confidence = logits.softmax(dim=1).gather(1, pred[:, None])[:, 0]
     num_classes = len(split.wnids)
     confusion = torch.bincount(labels * num_classes + pred, minlength=num_classes**2)
     confusion = confusion.reshape(num_classes, num_classes).numpy()
