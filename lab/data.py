@@ -28,7 +28,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torchvision.io import ImageReadMode, decode_jpeg
 from tqdm import tqdm
 
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
@@ -292,6 +291,8 @@ def _layout(source: Path, members: list[str], read: Callable[[str], bytes]) -> d
 
 def _decode(blobs: list[bytes], names: list[str], where: str) -> np.ndarray:
     """JPEG bytes -> uint8 (n, 64, 64, 3) RGB; libjpeg converts grayscale and CMYK to RGB."""
+    from torchvision.io import ImageReadMode, decode_jpeg  # see _build
+
     data = [torch.from_numpy(np.frombuffer(bytearray(b), np.uint8)) for b in blobs]
     try:
         images = decode_jpeg(data, mode=ImageReadMode.RGB)
@@ -340,6 +341,11 @@ def _decode_job(job: tuple[str, int, list[str]]) -> tuple:
 
 def _build(source: Path, out: Path, progress: bool) -> None:
     """Decode the whole source into the empty folder `out`, meta.json last."""
+    # torchvision is imported here, not at the top: its import takes about 2 s (it loads
+    # torch's compiler), which every `lab` command and notebook kernel would pay without
+    # decoding a single image; before the fork, so the decoding workers inherit it.
+    import torchvision.io  # noqa: F401
+
     start_time = time.perf_counter()
     list_names, read = _open(source)
     layout = _layout(source, list_names(), read)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from lab import data
@@ -19,6 +20,14 @@ from lab.train import Config, fit
 COLORS = np.array(
     [[220, 40, 40], [40, 200, 60], [50, 80, 230], [230, 210, 40], [200, 60, 200], [40, 210, 210]]
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, one torch thread a worker and for the processes it starts (kernels,
+    `lab` commands, torchrun): two threads a worker, a worker a core, stall one another."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 def tiny_image(label: int, seed: int) -> np.ndarray:

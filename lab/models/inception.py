@@ -22,8 +22,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models import GoogLeNet, GoogLeNet_Weights
-from torchvision.models.googlenet import Inception, InceptionAux
 
 
 class BasicConv2d(nn.Module):
@@ -58,12 +56,16 @@ class InputTransform(nn.Module):
 
 def hub_weights_file() -> Path:
     """Where torch.hub caches GoogLeNet_Weights.IMAGENET1K_V1 (honours $TORCH_HOME)."""
+    from torchvision.models import GoogLeNet_Weights  # see inception()
+
     name = Path(GoogLeNet_Weights.IMAGENET1K_V1.url).name
     return Path(torch.hub.get_dir()) / "checkpoints" / name
 
 
 def load_imagenet_state(weights: str | Path | None) -> dict[str, torch.Tensor]:
     """Load the 1000-class GoogLeNet state dict (`weights` or hub cache), without aux heads."""
+    from torchvision.models import GoogLeNet_Weights  # see inception()
+
     cached = hub_weights_file()
     path = Path(weights) if weights else cached
     if not path.is_file():
@@ -88,6 +90,12 @@ def inception(
     input_size: int = 64,
 ) -> nn.Sequential:
     """Build GoogLeNet, optionally from local ImageNet weights, with a num_classes head."""
+    # Imported here: torchvision's import costs about 2 s, which every process that builds
+    # only our own models would pay (every `lab` command and notebook kernel imports the
+    # registry).
+    from torchvision.models import GoogLeNet
+    from torchvision.models.googlenet import Inception, InceptionAux
+
     if weights and not pretrained:
         raise ValueError(f"inception: weights={weights!r} given but pretrained=False")
     if input_size < 32:
