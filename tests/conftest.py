@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import nbformat
 import numpy as np
 import pytest
 import torch
@@ -103,6 +104,16 @@ def zip_folder(root: Path, archive: Path) -> Path:
                 method = zipfile.ZIP_STORED if jpeg else zipfile.ZIP_DEFLATED
                 zf.write(path, path.relative_to(root.parent).as_posix(), method)
     return archive
+
+
+def images_shown(book: nbformat.NotebookNode) -> int:
+    """How many PNG outputs the executed notebook holds."""
+    return sum(
+        "image/png" in out.get("data", {})
+        for cell in book.cells
+        if cell.cell_type == "code"
+        for out in cell.outputs
+    )
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
-"""The notebooks: structure, every one executed through papermill with injected parameters on
-tiny data, and nbval (`pytest --nbval-lax`) running them with their own defaults in a subprocess,
-the data a tiny archive given through $TINY_IMAGENET."""
+"""The notebooks: structure, each executed through papermill with injected parameters on tiny data
+(compare.ipynb by the sweep's test, tests/test_sweep.py), and nbval (`pytest --nbval-lax`)
+running them with their own defaults in a subprocess, the data a tiny archive given through
+$TINY_IMAGENET."""
 
 import os
 import shutil
@@ -11,7 +12,7 @@ from pathlib import Path
 import nbformat
 import papermill
 import pytest
-from conftest import write_archive
+from conftest import images_shown, write_archive
 from papermill.exceptions import PapermillExecutionError
 
 from lab import runs, sweep
@@ -56,16 +57,6 @@ def execute(name: str, output: Path, **parameters) -> nbformat.NotebookNode:
         progress_bar=False,
     )
     return nbformat.read(output, as_version=4)
-
-
-def images_shown(book: nbformat.NotebookNode) -> int:
-    """How many PNG outputs the executed notebook holds."""
-    return sum(
-        "image/png" in out.get("data", {})
-        for cell in book.cells
-        if cell.cell_type == "code"
-        for out in cell.outputs
-    )
 
 
 @pytest.fixture(scope="module")
@@ -121,21 +112,6 @@ def test_data_notebook(tiny_archive: Path, tiny_cache: Path, tmp_path: Path) -> 
     assert images_shown(book) == 3  # samples, mean image, class balance
     table = next(c for c in book.cells if "split_summary" in c.source).outputs[0]
     assert "grayscale" in table["data"]["text/plain"]
-
-
-def test_compare_notebook_writes_figures(trained: Path, tmp_path: Path) -> None:
-    book = execute(
-        "compare",
-        tmp_path / "compare.ipynb",
-        runs_root=str(trained),
-        out_dir=str(tmp_path / "figures"),
-    )
-    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
-        "accuracy.png",
-        "curves.png",
-        "saliency.png",
-    ]
-    assert images_shown(book) == 2
 
 
 def test_saliency_notebook(trained: Path, tmp_path: Path) -> None:

@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from papermill.exceptions import PapermillExecutionError
 from streamlit.testing.v1 import AppTest
 
 from lab import runs
 from lab.cli import main
 from lab.figures import make_figures, seeds_figure
-from lab.sweep import default_kernel, execute, run_line, seed_configs, sweep
+from lab.sweep import run_line, seed_configs, sweep
 from lab.train import Config, fit
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
@@ -104,14 +103,6 @@ def test_the_overview_shows_the_seed_groups(seeded: Path, monkeypatch) -> None:
     table = next(frame.value for frame in at.dataframe if "seeds" in frame.value)
     assert table["group"].tolist() == ["tiny-baseline"]
     assert "±" in table["test_top1"].iloc[0]
-
-
-def test_the_sweeps_kernels_keep_their_tcp_warning_to_themselves(tmp_path: Path, capfd) -> None:
-    # compare.ipynb on an empty root fails in its first cells, once its kernel has started
-    parameters = {"runs_root": str(tmp_path), "out_dir": str(tmp_path / "figures")}
-    with pytest.raises(PapermillExecutionError, match="no finished runs"):
-        execute("compare", tmp_path / "compare.ipynb", parameters, default_kernel())
-    assert "without encryption" not in capfd.readouterr().err
 
 
 def test_the_sweep_says_one_line_a_notebook() -> None:

@@ -2,7 +2,9 @@
 
 from pathlib import Path
 
+import nbformat
 import pytest
+from conftest import images_shown
 from jupyter_client.kernelspec import KernelSpecManager
 
 from lab import runs
@@ -129,7 +131,7 @@ def test_notebook_that_cannot_start_is_recorded(tiny_archive: Path, tiny_cache: 
 
 @pytest.mark.timeout(400)
 def test_sweep_records_failures_goes_on_and_skips_finished(
-    tiny_archive: Path, tiny_cache: Path, tmp_path: Path
+    tiny_archive: Path, tiny_cache: Path, tmp_path: Path, capfd: pytest.CaptureFixture
 ) -> None:
     # an interrupted squeezenet run whose checkpoint is broken: the sweep resumes it, fit fails
     broken = tmp_path / "quick-squeezenet"
@@ -147,8 +149,9 @@ def test_sweep_records_failures_goes_on_and_skips_finished(
     assert failed["status"] == "failed" and failed["error"]
     assert (broken / "train.ipynb").exists()  # the executed notebook: the debugging record
     assert (tmp_path / "quick-baseline" / "train.ipynb").exists()
-    assert (tmp_path / "figures" / "accuracy.png").exists()
-    assert (tmp_path / "compare.ipynb").exists()
+    figures = sorted(path.name for path in (tmp_path / "figures").iterdir())
+    assert figures == ["accuracy.png", "curves.png", "saliency.png"]  # by compare.ipynb
+    assert images_shown(nbformat.read(tmp_path / "compare.ipynb", as_version=4)) == 2
     finished = runs.read_json(tmp_path / "quick-baseline" / "summary.json")
     assert first.set_index("run").loc["quick-baseline", "test_top1"] == finished["test_top1"]
 
@@ -156,3 +159,5 @@ def test_sweep_records_failures_goes_on_and_skips_finished(
     second = sweep("quick", ["baseline"], tmp_path, overrides, progress=False)
     assert second["status"].tolist() == ["skipped", "finished"]
     assert runs.read_json(tmp_path / "quick-baseline" / "summary.json") == finished
+    # the kernels' warning that their TCP ports are unencrypted stays in the kernels
+    assert "without encryption" not in capfd.readouterr().err

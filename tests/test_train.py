@@ -47,16 +47,15 @@ def finished(base: Config) -> Path:
     return fit(replace(base, name="finished"))
 
 
-def cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
-    """Run the `lab` command in a subprocess."""
-    return subprocess.run(
-        [sys.executable, "-m", "lab.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        **kwargs,
-    )
+def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    """Run `lab ARGS` in this process, as its entry point does: exit code, stdout, stderr."""
+    capsys.readouterr()  # drop what was printed before
+    try:
+        code = main(list(args))
+    except SystemExit as exit:  # argparse's usage errors
+        code = exit.code
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def config_args(config: Config, *extra: str) -> list[str]:
@@ -118,27 +117,27 @@ def test_tiny_data_is_learned(finished: Path) -> None:
     assert runs.read_json(finished / "summary.json")["val_top1"] > 50
 
 
-def test_evaluate_recomputes_the_summary(finished: Path) -> None:
+def test_evaluate_recomputes_the_summary(finished: Path, capsys: pytest.CaptureFixture) -> None:
     summary = runs.read_json(finished / "summary.json")
     recomputed = evaluate_run(finished, device="cpu")
     for key, value in recomputed.items():
         assert value == pytest.approx(summary[key], abs=0.01), key
-    result = cli("evaluate", str(finished))
-    assert result.returncode == 0, result.stderr
-    assert "test_top1" in result.stdout
+    code, out, err = cli(capsys, "evaluate", str(finished))
+    assert code == 0, err
+    assert "test_top1" in out
 
 
-def test_evaluate_flags_a_mismatch(finished: Path, tmp_path: Path) -> None:
+def test_evaluate_flags_a_mismatch(finished: Path, tmp_path: Path, capsys) -> None:
     copy = tmp_path / "copy"
     subprocess.run(["cp", "-r", str(finished), str(copy)], check=True)
     runs.update_summary(
         copy, test_top1=0.0 if runs.read_json(copy / "summary.json")["test_top1"] else 99.0
     )
-    result = cli("evaluate", str(copy))
-    assert result.returncode == 1 and "mismatch" in result.stderr
+    code, _, err = cli(capsys, "evaluate", str(copy))
+    assert code == 1 and "mismatch" in err
 
 
-def test_resume_after_kill_gives_the_same_rows(base: Config) -> None:
+def test_resume_after_kill_gives_the_same_rows(base: Config, capsys) -> None:
     # With the weight average and progressive resizing, whose state must survive the kill too.
     config = replace(base, epochs=3, per_class=0, ema=0.9, min_size=32, ramp_start=0.0)
     reference = pd.read_csv(fit(replace(config, name="reference")) / "metrics.csv")
@@ -168,8 +167,8 @@ def test_resume_after_kill_gives_the_same_rows(base: Config) -> None:
     summary = runs.read_json(run_dir / "summary.json")
     assert summary["status"] == "running", "kill -9 leaves the run looking live, not finished"
     assert summary["epochs_done"] < 3, "the run was killed before it finished"
-    result = cli("train", "--resume", str(run_dir), "--quiet")
-    assert result.returncode == 0, result.stderr
+    code, _, err = cli(capsys, "train", "--resume", str(run_dir), "--quiet")
+    assert code == 0, err
     resumed = pd.read_csv(run_dir / "metrics.csv")
     assert list(resumed["epoch"]) == [1, 2, 3], "no epoch lost, none doubled"
     columns = ["train_loss", "train_top1", "val_loss", "val_top1", "lr"]
@@ -226,12 +225,13 @@ def test_load_runs_lists_broken_runs(finished: Path, tmp_path: Path) -> None:
         (["--data", "/no/such/archive.zip"], "/no/such/archive.zip"),
     ],
 )
-def test_cli_errors_are_one_clear_line(args: list[str], message: str, tmp_path: Path) -> None:
-    env = {"LAB_DATA_DIR": str(tmp_path)}
-    result = cli("train", "--runs-root", str(tmp_path / "runs"), "--quiet", *args, env=env)
-    assert result.returncode == 2
-    assert message in result.stderr and "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+def test_cli_errors_are_one_clear_line(
+    args: list[str], message: str, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("LAB_DATA_DIR", str(tmp_path))
+    code, _, err = cli(capsys, "train", "--runs-root", str(tmp_path / "runs"), "--quiet", *args)
+    assert code == 2 and message in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_cli_train_starts_from_a_preset(base: Config, tmp_path: Path) -> None:
@@ -372,10 +372,11 @@ def test_sweep_overrides_are_typed_and_checked() -> None:
         make_config(assignments(["quiet=ture"]))  # not False
 
 
-def test_cli_sweep_set_errors_are_one_clear_line(tmp_path: Path) -> None:
-    result = cli("sweep", "--preset", "quick", "--runs-root", str(tmp_path), "--set", "quiet=ture")
-    assert result.returncode == 2 and not list(tmp_path.iterdir())
-    assert result.stderr.strip() == "lab sweep: error: quiet must be of type bool, not 'ture'"
+def test_cli_sweep_set_errors_are_one_clear_line(tmp_path: Path, capsys) -> None:
+    args = ["sweep", "--preset", "quick", "--runs-root", str(tmp_path), "--set", "quiet=ture"]
+    code, _, err = cli(capsys, *args)
+    assert code == 2 and not list(tmp_path.iterdir())
+    assert err.strip() == "lab sweep: error: quiet must be of type bool, not 'ture'"
 
 
 def test_train_help_explains_every_field(
@@ -394,13 +395,13 @@ def test_train_help_explains_every_field(
     assert "only --device, --compile, --quiet, --data, --cache-dir may change" in help_text
 
 
-def test_resume_refuses_what_it_cannot_change(finished: Path) -> None:
+def test_resume_refuses_what_it_cannot_change(finished: Path, capsys) -> None:
     from lab.config import resume_config
 
-    result = cli("train", "--resume", str(finished), "--epochs", "10", "--lr", "1")
-    assert result.returncode == 2, result.stderr
-    assert "epochs, lr cannot change on resume (only device, compile, quiet" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    code, _, err = cli(capsys, "train", "--resume", str(finished), "--epochs", "10", "--lr", "1")
+    assert code == 2, err
+    assert "epochs, lr cannot change on resume (only device, compile, quiet" in err
+    assert len(err.strip().splitlines()) == 1
     config = resume_config(finished, {"device": "cpu", "quiet": "false"})
     assert (config.name, config.resume, config.epochs) == ("finished", True, 2)
     assert (config.device, config.quiet, config.runs_root) == ("cpu", False, str(finished.parent))
