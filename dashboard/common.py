@@ -5,11 +5,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import streamlit as st
-import torch
 
 from lab import data, explain, runs
-from lab.evaluate import predict
-from lab.predict import Predictor, load_predictor
+from lab.predict import Predictor, load_predictor, top_classes
 from lab.study import STUDY
 
 ACCURACIES = ("train_top1", "train_top5", "val_top1", "val_top5", "test_top1", "test_top5")
@@ -63,13 +61,14 @@ def run_record(path: str) -> dict:
 
 
 @st.cache_resource(show_spinner="Loading the model", max_entries=8)
-def _run_model(path: str, version: tuple):
-    return explain.load_model(path)
+def _run_predictor(path: str, version: tuple) -> Predictor:
+    return load_predictor(path)
 
 
-def run_model(path: str):
-    """(model, config) of a run's checkpoint, shared across sessions, reloaded when it changes."""
-    return _run_model(path, checkpoint_version(path))
+def run_predictor(path: str) -> Predictor:
+    """A run's checkpoint model with its normalization and class names (lab.predict), shared
+    across sessions and pages, reloaded when the checkpoint changes."""
+    return _run_predictor(path, checkpoint_version(path))
 
 
 @st.cache_resource(show_spinner="Reading the data cache", max_entries=16)
@@ -91,13 +90,6 @@ def run_split(config: dict, split: str = "test") -> data.Split:
     return split_of(config["data"], config["cache_dir"], classes, first, split)
 
 
-@st.cache_resource(show_spinner=False, max_entries=16)
-def normalization(source: str, cache_dir: str, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, scale) on the CPU for a run's data and normalize mode."""
-    stats = data.load_stats(cache_dir=cache_dir or None, source=source or None)
-    return data.normalizer(stats, mode)
-
-
 def checkpoint_version(path: str) -> tuple:
     """Cache key part that changes when a run's checkpoint is rewritten."""
     return stamp(Path(path) / "checkpoint.pt")
@@ -105,30 +97,19 @@ def checkpoint_version(path: str) -> tuple:
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def top5(path: str, version: tuple, index: int) -> pd.DataFrame:
-    """Top-5 labels and probabilities of one test image; version = checkpoint_version(path)."""
-    model, config = run_model(path)
-    config = vars(config)
-    images = torch.from_numpy(np.asarray(run_split(config).images[index : index + 1]))
-    mean, scale = normalization(config["data"], config["cache_dir"], config["normalize"])
-    probs = predict(model, images, mean, scale, amp=False).softmax(1)[0]
-    values, labels = probs.topk(min(5, len(probs)))
-    return pd.DataFrame({"label": labels.tolist(), "probability": values.tolist()})
+    """lab.predict.top_classes of one test image; version = checkpoint_version(path)."""
+    predictor = run_predictor(path)
+    images = np.asarray(run_split(vars(predictor.config)).images[index : index + 1])
+    return top_classes(predictor, images)[0]
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def attribution(path: str, version: tuple, index: int, method: str, target: int) -> np.ndarray:
     """lab.explain.attribute map of one test image; version = checkpoint_version(path)."""
-    model, config = run_model(path)
-    config = vars(config)
-    images = np.asarray(run_split(config).images[index : index + 1])
-    mean, scale = normalization(config["data"], config["cache_dir"], config["normalize"])
-    x = explain.inputs(images, mean, scale)
-    return explain.attribute(model, x, target, method)[0].numpy()
-
-
-@st.cache_resource(show_spinner="Loading the model", max_entries=8)
-def _run_predictor(path: str, version: tuple) -> Predictor:
-    return load_predictor(path)
+    predictor = run_predictor(path)
+    images = np.asarray(run_split(vars(predictor.config)).images[index : index + 1])
+    x = explain.inputs(images, predictor.mean, predictor.scale)
+    return explain.attribute(predictor.model, x, target, method)[0].numpy()
 
 
 @st.cache_data(show_spinner="Explaining the picture", max_entries=128)
@@ -136,7 +117,24 @@ def picture_maps(
     path: str, version: tuple, image: np.ndarray, methods: list[str]
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """lab.explain.explain_picture of an uploaded picture; version = checkpoint_version(path)."""
-    return explain.explain_picture(_run_predictor(path, version), image, methods)
+    return explain.explain_picture(run_predictor(path), image, methods)
+
+
+def picture_row(image: np.ndarray, caption: str, top: pd.DataFrame, key: str, maps: int) -> list:
+    """One row: the picture enlarged, a run's top-5 as bars, and `maps` columns for its maps."""
+    columns = st.columns([1.2, 1.6] + [1.0] * maps)
+    columns[0].image(upscale(image), caption=caption)
+    columns[1].dataframe(
+        top[["name", "probability"]],
+        hide_index=True,
+        key=key,
+        column_config={
+            "probability": st.column_config.ProgressColumn(
+                min_value=0.0, max_value=1.0, format="%.3f"
+            )
+        },
+    )
+    return columns[2:]
 
 
 def upscale(image: np.ndarray, factor: int = 4) -> np.ndarray:

@@ -16,19 +16,9 @@ def show(run: str, path: str, image: np.ndarray, methods: list[str], key: str) -
         st.error(f"{run}: cannot use this run: {type(error).__name__}: {error}")
         return
     st.markdown(f"**{run}**: explaining *{top['name'].iloc[0]}*")
-    columns = st.columns([1.2, 1.6] + [1.0] * len(methods))
-    columns[0].image(common.upscale(image), caption="64x64, as the model sees it")
-    columns[1].dataframe(
-        top[["name", "probability"]],
-        hide_index=True,
-        key=f"image_top5_{key}_{run}",
-        column_config={
-            "probability": st.column_config.ProgressColumn(
-                min_value=0.0, max_value=1.0, format="%.3f"
-            )
-        },
-    )
-    for column, method in zip(columns[2:], methods, strict=True):
+    caption = "64x64, as the model sees it"
+    columns = common.picture_row(image, caption, top, f"image_top5_{key}_{run}", len(methods))
+    for column, method in zip(columns, methods, strict=True):
         column.image(common.upscale(overlay(image, maps[method])), caption=method)
 
 

@@ -13,24 +13,13 @@ def show(run: str, path: str, split, index: int, methods: list[str], explain_tru
     """One row: the image, the run's top-5 predictions and a map per method."""
     version = common.checkpoint_version(path)
     top = common.top5(path, version, index)
-    top["name"] = [split.names[i] for i in top["label"]]
     label = int(split.labels[index])
     target = label if explain_true else int(top["label"].iloc[0])
     st.markdown(f"**{run}**: explaining *{split.names[target]}*")
-    columns = st.columns([1.2, 1.6] + [1.0] * len(methods))
     image = np.asarray(split.images[index])
-    columns[0].image(common.upscale(image), caption=f"#{index}: {split.names[label]}")
-    columns[1].dataframe(
-        top[["name", "probability"]],
-        hide_index=True,
-        key=f"saliency_top5_{run}",
-        column_config={
-            "probability": st.column_config.ProgressColumn(
-                min_value=0.0, max_value=1.0, format="%.3f"
-            )
-        },
-    )
-    for column, method in zip(columns[2:], methods, strict=True):
+    caption = f"#{index}: {split.names[label]}"
+    columns = common.picture_row(image, caption, top, f"saliency_top5_{run}", len(methods))
+    for column, method in zip(columns, methods, strict=True):
         with column, st.spinner(method):
             attr = common.attribution(path, version, index, method, target)
             column.image(common.upscale(overlay(image, attr)), caption=method)
@@ -46,7 +35,7 @@ run = st.selectbox(
 )
 path = usable.loc[run, "path"]
 try:
-    _, config = common.run_model(path)
+    config = common.run_predictor(path).config
     split = common.run_split(vars(config))
     record = common.run_record(path)
 except Exception as error:  # an unreadable checkpoint, record or data cache: say why, go on

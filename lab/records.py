@@ -73,13 +73,13 @@ def split_table(summary: dict) -> pd.DataFrame:
 
 def class_names(run_dir: str | Path) -> list[str]:
     """A run's class names by label, from its per_class.csv."""
-    return pd.read_csv(Path(run_dir) / "per_class.csv").sort_values("label")["name"].tolist()
+    return runs.read_table(Path(run_dir) / "per_class.csv").sort_values("label")["name"].tolist()
 
 
 def load_predictions(run_dir: str | Path, files: Sequence[str] | None = None) -> pd.DataFrame:
     """A run's test predictions with true and predicted class names; only `files`, in order,
     when given (test file names, e.g. val_12.JPEG, are the same whatever a run's classes)."""
-    predictions = pd.read_csv(Path(run_dir) / "predictions.csv")
+    predictions = runs.read_table(Path(run_dir) / "predictions.csv")
     names = np.array(class_names(run_dir))
     predictions["true"] = names[predictions["label"]]
     predictions["predicted"] = names[predictions["pred"]]
@@ -114,7 +114,7 @@ def pick_runs(runs_root: str | Path, run_dirs: Sequence[str | Path] = ()) -> lis
 
 def pick_images(run_dir: str | Path, correct: int = 2, wrong: int = 2) -> list[str]:
     """Test files: the run's most confident right and most confident wrong predictions."""
-    predictions = pd.read_csv(Path(run_dir) / "predictions.csv")
+    predictions = runs.read_table(Path(run_dir) / "predictions.csv")
     predictions = predictions.sort_values("confidence", ascending=False, kind="stable")
     hit = predictions["label"] == predictions["pred"]
     return [*predictions[hit]["file"].head(correct), *predictions[~hit]["file"].head(wrong)]
@@ -122,7 +122,8 @@ def pick_images(run_dir: str | Path, correct: int = 2, wrong: int = 2) -> list[s
 
 def predictions_table(run_dirs: Sequence[str | Path], files: Sequence[str]) -> pd.DataFrame:
     """For chosen test images: file, true class and each run's predicted class."""
-    table = load_predictions(run_dirs[0], files)[["file", "true"]]
-    for run_dir in run_dirs:
-        table[Path(run_dir).name] = load_predictions(run_dir, files)["predicted"].to_numpy()
+    tables = [load_predictions(run_dir, files) for run_dir in run_dirs]
+    table = tables[0][["file", "true"]].copy()
+    for run_dir, predictions in zip(run_dirs, tables, strict=True):
+        table[Path(run_dir).name] = predictions["predicted"].to_numpy()
     return table
