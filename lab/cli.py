@@ -143,10 +143,17 @@ def cmd_runs(args: argparse.Namespace) -> None:
         "train_top1",
         "val_top1",
         "test_top1",
+        "train_time_s",
         "wall_time_s",
         "error",
     ]
     shown = table.reindex(columns=columns)
+    if args.to is not None:  # training minutes to a val top-1; broken records have none
+        minutes = [
+            None if row.status == "broken" else runs.minutes_to(Path(row.path), args.to)
+            for row in table.itertuples()
+        ]
+        shown.insert(len(columns) - 1, f"min_to_{args.to:g}", minutes)
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}", na_rep=""))
     seeds = runs.seed_table(runs.seed_groups(table))
     if len(seeds):
@@ -281,6 +288,9 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("runs", help="a table of runs")
     p.add_argument("root", nargs="?", default="runs")
+    p.add_argument(
+        "--to", type=float, metavar="PCT", help="also the training minutes to this val top-1 (%%)"
+    )
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("export", help="copy run records without checkpoints (for results/)")

@@ -1,6 +1,6 @@
 """Captum attribution maps of trained runs (imports captum; the training path never does)."""
 
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -16,11 +16,16 @@ from captum.attr import (
 from matplotlib import colormaps
 from torch import nn
 
-from lab.config import Config
-from lab.evaluate import load_checkpoint_model
 from lab.predict import Predictor, top_classes
 
 METHODS = ("saliency", "smoothgrad", "integrated_gradients", "gradcam", "occlusion")
+
+
+def check_methods(methods: Sequence[str]) -> list[str]:
+    """The attribution methods as a list, each checked against METHODS (at least one)."""
+    if not methods or any(m not in METHODS for m in methods):
+        raise ValueError(f"methods {list(methods)}: choose one or more of {METHODS}")
+    return list(methods)
 
 
 def last_conv(model: nn.Module) -> nn.Conv2d:
@@ -91,11 +96,6 @@ def attribute(
         )
         return attr[:, 0].abs().detach()
     return attr.sum(1).detach()
-
-
-def load_model(run_dir: str | Path) -> tuple[nn.Module, Config]:
-    """The model of a run folder from its checkpoint.pt, on the CPU in eval mode, and its config."""
-    return load_checkpoint_model(Path(run_dir), "cpu")
 
 
 def inputs(images: np.ndarray, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

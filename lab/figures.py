@@ -17,7 +17,6 @@ from lab import data, runs
 from lab.records import (
     SCORED_SPLITS,
     best_runs,
-    class_names,
     finished_runs,
     load_predictions,
     load_test_images,
@@ -28,6 +27,7 @@ from lab.records import (
 from lab.study import STUDY
 
 SALIENCY_METHODS = ("saliency", "smoothgrad", "integrated_gradients", "gradcam")
+SPLIT_COLOURS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
 
 
 # ----------------------------------------------------------------------------- data
@@ -93,17 +93,20 @@ def accuracy_figure(table: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(max(6.0, 1.5 * len(rows)), 4), layout="constrained")
     ax = fig.subplots()
     x, width = np.arange(len(rows)), 0.13
-    colours = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
     for i, split in enumerate(SCORED_SPLITS):
         offset = (2 * i - 2.5) * width
         ax.bar(
-            x + offset, rows[f"{split}_top1"], width, color=colours[split], label=f"ours {split}"
+            x + offset,
+            rows[f"{split}_top1"],
+            width,
+            color=SPLIT_COLOURS[split],
+            label=f"ours {split}",
         )
         ax.bar(
             x + offset + width,
             rows[f"study_{split}"],
             width,
-            color=colours[split],
+            color=SPLIT_COLOURS[split],
             alpha=0.35,
             hatch="//",
             label=f"study {split}",
@@ -126,7 +129,6 @@ def seeds_figure(groups: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(max(6.0, 1.5 * len(groups)), 4), layout="constrained")
     ax = fig.subplots()
     x, width = np.arange(len(groups)), 0.27
-    colours = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
     for i, split in enumerate(SCORED_SPLITS):
         ax.bar(
             x + (i - 1) * width,
@@ -134,7 +136,7 @@ def seeds_figure(groups: pd.DataFrame) -> Figure:
             width,
             yerr=groups[f"{split}_top1_std"],
             capsize=3,
-            color=colours[split],
+            color=SPLIT_COLOURS[split],
             label=split,
         )
     labels = [f"{row.group}\n{row.runs} seeds" for row in groups.itertuples()]
@@ -157,13 +159,8 @@ def curves_figure(run_dirs: Sequence[str | Path]) -> Figure:
         metrics = pd.read_csv(path)
         (line,) = loss_ax.plot(metrics["epoch"], metrics["train_loss"], marker=".")
         colour = line.get_color()
-        acc_ax.plot(
-            metrics["epoch"],
-            metrics["val_top1"],
-            marker=".",
-            color=colour,
-            label=Path(run_dir).name,
-        )
+        label = Path(run_dir).name
+        acc_ax.plot(metrics["epoch"], metrics["val_top1"], marker=".", color=colour, label=label)
         acc_ax.plot(metrics["epoch"], metrics["train_top1"], ls=":", color=colour)
     loss_ax.set(xlabel="epoch", ylabel="train loss", title="Training loss")
     acc_ax.set(xlabel="epoch", ylabel="top-1 (%)", title="Val top-1 (solid), train top-1 (dotted)")
@@ -187,16 +184,6 @@ def mistakes_figure(run_dir: str | Path, count: int = 8) -> Figure:
     return fig
 
 
-def check_methods(methods: Sequence[str]) -> list[str]:
-    """The attribution methods, checked against lab.explain's (imports captum)."""
-    from lab import explain
-
-    unknown = [m for m in methods if m not in explain.METHODS]
-    if unknown or not methods:
-        raise ValueError(f"methods {list(methods)}: choose one or more of {explain.METHODS}")
-    return list(methods)
-
-
 def saliency_figure(
     run_dirs: Sequence[str | Path],
     files: Sequence[str],
@@ -207,8 +194,9 @@ def saliency_figure(
     import torch
 
     from lab import explain
+    from lab.predict import load_predictor
 
-    methods = check_methods(methods)
+    methods = explain.check_methods(methods)
     files = list(files)
     if not files:
         raise ValueError("no test images to explain")
@@ -216,17 +204,12 @@ def saliency_figure(
     for run_dir in run_dirs:
         labels = load_predictions(run_dir, files)["label"].to_numpy()
         images = load_test_images(run_dir, files)
-        config = runs.read_json(Path(run_dir) / "config.json")
-        stats = data.load_stats(
-            cache_dir=config["cache_dir"] or None, source=config["data"] or None
-        )
-        mean, scale = data.normalizer(stats, config["normalize"])
-        model = explain.load_model(run_dir)[0]
-        x = explain.inputs(images, mean, scale)
+        predictor = load_predictor(run_dir)  # the checkpoint, its normalization, class names
+        x = explain.inputs(images, predictor.mean, predictor.scale)
         with torch.no_grad():
-            preds = model(x).argmax(1)
-        maps = {method: explain.attribute(model, x, preds, method) for method in methods}
-        panels[Path(run_dir).name] = (images, labels, preds, class_names(run_dir), maps)
+            preds = predictor.model(x).argmax(1)
+        maps = {m: explain.attribute(predictor.model, x, preds, m) for m in methods}
+        panels[Path(run_dir).name] = (images, labels, preds, predictor.names, maps)
     rows = [(i, name) for i in range(len(files)) for name in panels]
     fig = Figure(figsize=(1.7 * (len(methods) + 1), 1.9 * len(rows)), layout="constrained")
     axes = fig.subplots(len(rows), len(methods) + 1, squeeze=False)
@@ -257,9 +240,8 @@ def transfer_figure(table: pd.DataFrame) -> Figure:
         gap_ax.plot(rows["per_class"], rows["gap"], marker="o", label=mode)
     for ax, label in ((accuracy_ax, "test top-1 (%)"), (gap_ax, "train - test top-1 (points)")):
         ax.set(xscale="log", xlabel="fine-tuning images a class", ylabel=label)
-        ax.set_xticks(
-            sorted(table["per_class"].unique()), map(str, sorted(table["per_class"].unique()))
-        )
+        sizes = sorted(table["per_class"].unique())
+        ax.set_xticks(sizes, map(str, sizes))
         ax.minorticks_off()
         ax.grid(alpha=0.3)
     accuracy_ax.legend(title="trained")

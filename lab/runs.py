@@ -291,6 +291,18 @@ def load_runs(root: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=None if rows else ["run", "path", "status", "error"])
 
 
+def minutes_to(run_dir: Path, val_top1: float) -> float:
+    """Training minutes (epoch times summed) until the run's val top-1 first reached `val_top1`
+    (%), from its metrics.csv; NaN when it never did or has no metrics yet."""
+    if not (Path(run_dir) / "metrics.csv").exists():
+        return float("nan")
+    metrics = read_table(Path(run_dir) / "metrics.csv")
+    reached = (metrics["val_top1"] >= val_top1).to_numpy()
+    if not reached.any():
+        return float("nan")
+    return float(metrics["epoch_time_s"].to_numpy()[: reached.argmax() + 1].sum() / 60)
+
+
 def broken_runs(table: pd.DataFrame) -> list[str]:
     """One line per broken run of a load_runs table: its name and why it cannot be used."""
     return [f"{row.run}: {row.error}" for row in table[table["status"] == "broken"].itertuples()]

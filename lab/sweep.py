@@ -86,6 +86,19 @@ def error_text(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def compare_is_current(runs_root: Path) -> bool:
+    """Whether compare.ipynb ran without error after every run's summary last changed."""
+    import nbformat
+
+    book = runs_root / "compare.ipynb"
+    if not book.exists():
+        return False
+    if nbformat.read(book, as_version=4).metadata.get("papermill", {}).get("exception"):
+        return False
+    changed = [path.stat().st_mtime for path in runs_root.glob("*/summary.json")]
+    return max(changed, default=0.0) < book.stat().st_mtime
+
+
 def seed_configs(
     preset: str, models: list[str], overrides: dict, seeds: list[int] | None = None
 ) -> dict[tuple[str, int | None], Config]:
@@ -122,7 +135,8 @@ def sweep(
     model is trained once a seed); finished ones are skipped, a failed or interrupted one is
     resumed from its checkpoint (or started afresh), and a failure is recorded and passed over.
     With `export`, each run's record is copied there (`runs.export_run`) as soon as it finishes.
-    Returns one row per run (status finished, skipped or failed) plus one for compare.
+    Returns one row per run (status finished, skipped or failed) plus one for compare, which is
+    skipped too when no run is new since it last ran cleanly.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
@@ -182,15 +196,18 @@ def sweep(
             tqdm.write(run_line(rows[-1]))
     row = {"model": None, "run": "compare", "status": "finished", "error": None}
     start = time.perf_counter()
-    try:
-        execute(
-            "compare",
-            runs_root / "compare.ipynb",
-            {"runs_root": str(runs_root), "out_dir": str(runs_root / "figures")},
-            kernel,
-        )
-    except Exception as error:
-        row.update(status="failed", error=error_text(error))
+    if all(r["status"] == "skipped" for r in rows) and compare_is_current(runs_root):
+        row["status"] = "skipped"  # nothing new since compare.ipynb last ran cleanly
+    else:
+        try:
+            execute(
+                "compare",
+                runs_root / "compare.ipynb",
+                {"runs_root": str(runs_root), "out_dir": str(runs_root / "figures")},
+                kernel,
+            )
+        except Exception as error:
+            row.update(status="failed", error=error_text(error))
     rows.append({**row, "sweep_time_s": time.perf_counter() - start})
     if progress:
         tqdm.write(run_line(rows[-1]))

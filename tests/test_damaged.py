@@ -103,6 +103,20 @@ def test_resume_with_no_checkpoint_that_loads_is_one_line(record: Path, tmp_path
     assert runs.read_json(run / "summary.json")["status"] == "failed"
 
 
+def test_runs_give_the_training_minutes_to_a_val_accuracy(
+    record: Path, tmp_path: Path, capsys
+) -> None:
+    run = copy(record, tmp_path / "root" / "run")
+    metrics = pd.read_csv(run / "metrics.csv")
+    metrics["epoch_time_s"], metrics["val_top1"] = [90.0, 30.0], [40.0, 60.0]
+    metrics.to_csv(run / "metrics.csv", index=False)
+    assert runs.minutes_to(run, 40) == 1.5 and runs.minutes_to(run, 50) == 2.0
+    assert np.isnan(runs.minutes_to(run, 60.5))
+    assert main(["runs", str(tmp_path / "root"), "--to", "50"]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert row.split()[header.split().index("min_to_50")] == "2.00"
+
+
 @pytest.mark.parametrize("command", ["evaluate", "predict"])
 def test_a_damaged_checkpoint_is_named(record: Path, tmp_path: Path, command: str, capsys):
     run = copy(record, tmp_path / "run")
@@ -137,7 +151,7 @@ def test_a_damaged_table_marks_the_run_and_the_others_go_on(
     with pytest.raises(ValueError, match=name):
         runs.load_run(bad) if damage is not Path.unlink else runs.read_table(bad / name)
 
-    assert main(["runs", str(root)]) == 0
+    assert main(["runs", str(root), "--to", "0"]) == 0  # no minutes for the broken run
     out = capsys.readouterr().out
     assert "good" in out and "broken" in out
 

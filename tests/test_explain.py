@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from lab.explain import METHODS, attribute, last_conv, overlay
+from lab.explain import METHODS, attribute, check_methods, last_conv, overlay
 from lab.models import build_model
 
 
@@ -63,6 +63,10 @@ def test_maps_depend_on_the_target():
 def test_unknown_method_and_conv_free_model_fail_clearly():
     with pytest.raises(ValueError, match="unknown attribution method"):
         attribute(Quadrant(0, 0), torch.zeros(1, 3, 64, 64), 0, "lime")
+    assert check_methods(("gradcam", "saliency")) == ["gradcam", "saliency"]
+    for methods in ([], ["saliency", "lime"]):
+        with pytest.raises(ValueError, match="choose one or more of"):
+            check_methods(methods)
     with pytest.raises(ValueError, match="no nn.Conv2d"):
         last_conv(nn.Sequential(nn.Flatten(), nn.Linear(12, 2)))
 

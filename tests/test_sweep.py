@@ -1,5 +1,7 @@
 """Presets, the one config path (make_config), and papermill sweeps on tiny data."""
 
+import os
+import time
 from pathlib import Path
 
 import nbformat
@@ -12,7 +14,7 @@ from lab.config import Config, make_config
 from lab.models import model_names
 from lab.presets import PRESETS
 from lab.study import STUDY_MODELS
-from lab.sweep import default_kernel, sweep
+from lab.sweep import compare_is_current, default_kernel, sweep
 
 
 def preset_config(preset: str, model: str, **values: object) -> Config:
@@ -155,9 +157,19 @@ def test_sweep_records_failures_goes_on_and_skips_finished(
     finished = runs.read_json(tmp_path / "quick-baseline" / "summary.json")
     assert first.set_index("run").loc["quick-baseline", "test_top1"] == finished["test_top1"]
 
-    # called again: the finished run is skipped, untouched
+    # called again: the finished run is skipped, untouched, and so is compare: nothing is new
     second = sweep("quick", ["baseline"], tmp_path, overrides, progress=False)
-    assert second["status"].tolist() == ["skipped", "finished"]
+    assert second["status"].tolist() == ["skipped", "skipped"]
     assert runs.read_json(tmp_path / "quick-baseline" / "summary.json") == finished
+    assert compare_is_current(tmp_path)
+    # a run that changed after it (e.g. trained by `lab train`), or a compare that failed: rerun
+    summary = tmp_path / "quick-baseline" / "summary.json"
+    os.utime(summary, (time.time() + 5, time.time() + 5))
+    assert not compare_is_current(tmp_path)
+    os.utime(summary, (time.time() - 60, time.time() - 60))
+    book = nbformat.read(tmp_path / "compare.ipynb", as_version=4)
+    book.metadata.papermill["exception"] = True
+    nbformat.write(book, tmp_path / "compare.ipynb")
+    assert not compare_is_current(tmp_path)
     # the kernels' warning that their TCP ports are unencrypted stays in the kernels
     assert "without encryption" not in capfd.readouterr().err
