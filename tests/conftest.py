@@ -34,14 +34,13 @@ def pytest_configure(config: pytest.Config) -> None:
 # The modules that take longest (`pytest --durations=0`, summed by module), longest first: under
 # --dist loadscope a module runs on one worker, and one of these started last would leave the
 # other core idle at the end (pyproject.toml turns off xdist's reordering by test count).
-LONGEST_FIRST = (  # measured on 2 cores: 76, 64, 56, 42, 30, 29, 24 and 18 s
+LONGEST_FIRST = (
     "test_notebooks.py",
-    "test_results.py",
     "test_train.py",
-    "test_browser.py",
+    "test_results.py",
     "test_sweep.py",
+    "test_browser.py",
     "test_integration.py",
-    "test_models.py",
     "test_damaged.py",
 )
 
