@@ -196,8 +196,8 @@ def sweep(
             tqdm.write(run_line(rows[-1]))
     row = {"model": None, "run": "compare", "status": "finished", "error": None}
     start = time.perf_counter()
-    if all(r["status"] == "skipped" for r in rows) and compare_is_current(runs_root):
-        row["status"] = "skipped"  # nothing new since compare.ipynb last ran cleanly
+    if compare_is_current(runs_root):  # no run trained or failed since it last ran cleanly
+        row["status"] = "skipped"
     else:
         try:
             execute(
