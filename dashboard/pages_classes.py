@@ -6,8 +6,6 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from lab.data import DataError
-
 
 def confused_pairs(confusion: np.ndarray, names: list[str], top: int) -> pd.DataFrame:
     """The largest off-diagonal cells: true class, predicted class, count, share of the true."""
@@ -125,7 +123,7 @@ if len(pairs) and record["predictions"] is not None:
     shown = st.slider("Pairs with example images", 0, top, min(3, top), key="classes_examples")
     try:
         split = common.run_split(record["config"])
-    except (DataError, ValueError, OSError) as error:
+    except (ValueError, OSError) as error:  # a DataError is a ValueError
         st.warning(f"No example images: {error}")
         shown = 0
     for pair in pairs.head(shown).to_dict("records"):

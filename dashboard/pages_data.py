@@ -4,7 +4,7 @@ import common
 import numpy as np
 import streamlit as st
 
-from lab.data import SPLITS, DataError
+from lab.data import SPLITS
 
 st.title("Data")
 table = common.runs_table()
@@ -23,7 +23,7 @@ split_name = middle.radio("Split", SPLITS[:3], horizontal=True, key="data_split"
 per_class = right.slider("Images per class", 2, 16, 8, key="data_per_class")
 try:
     split = common.run_split(config, split_name)
-except (DataError, ValueError, OSError) as error:
+except (ValueError, OSError) as error:  # a DataError is a ValueError
     st.error(f"Cannot read the data of {run}: {error}")
     st.stop()
 

@@ -328,11 +328,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run a subcommand; expected errors print one line and exit 2."""
     args = parser().parse_args(argv)
-    from lab.data import DataError
-
     try:
         return args.func(args) or 0
-    except (DataError, ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError) as error:  # a DataError is a ValueError
         print(f"lab {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

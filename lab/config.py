@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab import data
-from lab.models import model_names
 from lab.presets import preset_values
 
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
@@ -130,6 +128,11 @@ def resume_config(run_dir: Path, changes: Mapping[str, Any]) -> Config:
 
 def check_config(config: Config) -> None:
     """Raise ValueError with one clear message for a config that cannot run."""
+    # imported here, not above: they import torch, which `lab runs`, `lab export` and `--help`
+    # do without
+    from lab import data
+    from lab.models import model_names
+
     choices = {"schedule": SCHEDULES, "augment": data.AUGMENTS, "normalize": data.NORMALIZE}
     problems = [
         f"{key} must be one of {', '.join(allowed)}, not {getattr(config, key)!r}"

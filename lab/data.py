@@ -43,7 +43,7 @@ CACHE_VERSION = 1
 CHUNK = 500  # images per decoding job
 
 
-class DataError(Exception):
+class DataError(ValueError):
     """A data file is missing or broken; the message names the file and the problem."""
 
 

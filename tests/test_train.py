@@ -264,6 +264,20 @@ def test_cli_runs_and_models(finished: Path, capsys: pytest.CaptureFixture) -> N
     assert "alexnet_reduced" in out and "resnet18" in out
 
 
+def test_runs_and_export_do_without_torch(finished: Path, tmp_path: Path) -> None:
+    # reading records needs no torch: `lab runs` answers in under a second, not after its import
+    script = (
+        "import sys\nfrom lab.cli import main\n"
+        f"assert main(['runs', {str(finished.parent)!r}]) == 0\n"
+        f"assert main(['export', {str(finished.parent)!r}, {str(tmp_path / 'out')!r}]) == 0\n"
+        "print('torch imported:', 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.endswith("torch imported: False\n")
+    assert (tmp_path / "out" / finished.name / "summary.json").exists()
+
+
 @pytest.mark.parametrize(
     ("schedule", "step", "expected"),
     [
