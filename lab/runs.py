@@ -116,7 +116,6 @@ def load_checkpoint(run_dir: Path, map_location: Any = "cpu", fallback: bool = F
     With `fallback` (resuming), the newest checkpoint that loads: when checkpoint.pt is damaged
     or missing, checkpoint.prev.pt takes its place, and one line on stderr says so.
     """
-
     newest, previous = (Path(run_dir) / name for name in CHECKPOINTS)
     problems = []
     for path in (newest, previous) if fallback else (newest,):
