@@ -62,13 +62,6 @@ def write_npy(path: Path, array: np.ndarray) -> Path:
     return atomic_write(path, save)
 
 
-def save_torch(path: Path, obj: Any) -> Path:
-    """torch.save atomically, so a kill mid-write never leaves a checkpoint that looks whole."""
-    import torch
-
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
 # checkpoint.pt is the newest; checkpoint.prev.pt the one it replaced, kept until the next is safe
 CHECKPOINTS = ("checkpoint.pt", "checkpoint.prev.pt")
 

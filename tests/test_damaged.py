@@ -66,7 +66,7 @@ def test_save_checkpoint_keeps_the_previous_until_the_next_is_written(tmp_path: 
 
     runs.save_checkpoint(tmp_path, {"model": {}, "epoch": 2, "num_classes": 3})
     (tmp_path / "checkpoint.pt").write_bytes(b"\x00" * 100)
-    runs.save_torch(tmp_path / "checkpoint.prev.pt", ["not", "a", "dict"])
+    torch.save(["not", "a", "dict"], tmp_path / "checkpoint.prev.pt")
     with pytest.raises(ValueError, match=r"checkpoint\.pt: damaged.*prev\.pt: not a checkpoint"):
         runs.load_checkpoint(tmp_path, fallback=True)
     with pytest.raises(ValueError, match=r"checkpoint\.pt: no checkpoint"):

@@ -176,9 +176,8 @@ def test_resume_after_kill_gives_the_same_rows(base: Config, capsys) -> None:
     assert runs.read_json(run_dir / "summary.json")["status"] == "finished"
 
 
-def test_atomic_write_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
-    path = tmp_path / "checkpoint.pt"
-    runs.save_torch(path, {"epoch": 1})
+def test_checkpoint_write_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
+    path = runs.save_checkpoint(tmp_path, {"epoch": 1})
     umask = os.umask(0o022)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask, "as readable as any file the user writes"
@@ -188,7 +187,7 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
             raise RuntimeError("interrupted mid-write")
 
     with pytest.raises(RuntimeError, match="mid-write"):
-        runs.save_torch(path, {"epoch": 2, "bad": Unpicklable()})
+        runs.save_checkpoint(tmp_path, {"epoch": 2, "bad": Unpicklable()})
     assert torch.load(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
 
