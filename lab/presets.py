@@ -112,17 +112,17 @@ PRESETS: dict[str, dict[str, Any]] = {
             "device": "cpu",
         },
         # Epochs sized so that each run trains in about the minutes given (2 idle cores, bf16),
-        # estimated from the models' 64 px speeds as 16 epochs at 64 px for 30; the runs measured
-        # so far took 1.3 to 1.6 times their estimates (32 px epochs cost a quarter of a 64 px
-        # one's multiply-adds but about a third of its time).
+        # estimated as 90,000 images an epoch at the bf16 train-step speed of the epoch's side
+        # (benchmarks/train.py --sizes 32,40,48,56,64); the four runs measured took 0.88 to 1.23
+        # times their estimates.
         "per_model": {
-            "baseline": {},  # 35 minutes estimated, 52 measured (41.4% test)
-            "alexnet_reduced": {"epochs": 12, "lr": 0.05, "grad_clip": 5.0},  # 50 minutes
-            "vgg_reduced": {"epochs": 24},  # 40 minutes estimated, 64 measured (48.2% test)
-            "inception": {},  # 35 minutes
-            "resnet20": {},  # 80 minutes estimated, 105 measured (52.6% test)
-            "squeezenet": {"epochs": 24},  # 30 minutes
-            "resnet18_cpu": {},  # 80 minutes
+            "baseline": {},  # 42 minutes estimated, 52 measured (41.4% test)
+            "alexnet_reduced": {"epochs": 12, "lr": 0.05, "grad_clip": 5.0},  # 99 estimated
+            "vgg_reduced": {"epochs": 24},  # 56 estimated, 64 measured (48.2% test)
+            "inception": {},  # 89 minutes estimated
+            "resnet20": {},  # 95 estimated, 105 measured (52.6% test)
+            "squeezenet": {"epochs": 24},  # 72 estimated, 64 measured (46.0% test)
+            "resnet18_cpu": {},  # 89 minutes estimated
         },
     },
 }
