@@ -52,7 +52,9 @@ def autocast(device: torch.device, enabled: bool) -> torch.autocast:
 
 
 def device_label(device: torch.device) -> str:
-    """A human label for the device, e.g. `NVIDIA H200` or `AMD EPYC (2 threads)`."""
+    """A human label for the device, e.g. `NVIDIA H200` or `AMD EPYC (2 threads, native bf16)`."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{cpu_info()[0]} ({torch.get_num_threads()} threads)"
+    # CPUs that share a model name may differ in bf16 (and so in speed): say which this one is
+    bf16 = ", native bf16" if native_bf16(device) else ""
+    return f"{cpu_info()[0]} ({torch.get_num_threads()} threads{bf16})"

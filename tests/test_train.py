@@ -461,7 +461,8 @@ def test_cpu_precision_follows_native_bf16(
     assert device.autocast(cpu, True).fast_dtype == torch.bfloat16
     with device.autocast(cpu, True):
         assert torch.is_autocast_enabled("cpu") == (expected == "bf16")
-    assert device.device_label(cpu).startswith("Some CPU (")
+    label = device.device_label(cpu)
+    assert label.startswith("Some CPU (") and ("native bf16" in label) == (expected == "bf16")
 
 
 def test_tta_flip_averages_the_logits_of_the_mirrored_images() -> None:
