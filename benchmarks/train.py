@@ -3,6 +3,7 @@
     python benchmarks/train.py                        # every model: fp32 against bf16
     python benchmarks/train.py --variants all         # plain, +channels_last, +bf16, +compile
     python benchmarks/train.py --sizes 32,48,64       # progressive resizing's image sides
+    python benchmarks/train.py --sizes 32,40,48,56,64 --preset cpu  # + each run's minutes
 
 bf16 runs where it is native (CUDA, or a CPU with AVX512-BF16, AMX or Arm BF16; see
 `lab.device.native_bf16`): elsewhere the bf16 variants run in fp32 and the header says so.
@@ -19,8 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from lab import data
+from lab.config import make_config
 from lab.device import autocast, device_label, precision, resolve_device
 from lab.models import build_model, model_names
+from lab.train import train_size
 
 VARIANTS = {  # name: (channels_last, bf16 autocast, torch.compile)
     "plain": (False, False, False),
@@ -85,6 +88,14 @@ def measure(
     return {"img/s": steps * batch_size / total, "data wait %": 100 * wait / total}
 
 
+def estimated_minutes(model: str, preset: str, speeds: dict[int, float]) -> float:
+    """Training minutes of `model`'s run under `preset`: each epoch's images at its side's speed."""
+    config = make_config({"model": model, "preset": preset})
+    images = (config.per_class or 450) * (config.classes or 200)  # 450 train images a class
+    sides = [train_size(epoch, config) for epoch in range(1, config.epochs + 1)]
+    return sum(images / speeds[side] for side in sides) / 60  # KeyError: a side not measured
+
+
 def main() -> None:
     """Parse options, run every model and variant, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -99,6 +110,9 @@ def main() -> None:
     )
     parser.add_argument("--sizes", default="64", help="comma-separated training image sides")
     parser.add_argument("--data", default="", help="use the real train split of this archive")
+    parser.add_argument(
+        "--preset", default="", help="also estimate each model's training minutes under it"
+    )
     args = parser.parse_args()
     device = resolve_device(args.device)
     variants = list(VARIANTS) if args.variants == "all" else args.variants.split(",")
@@ -118,19 +132,25 @@ def main() -> None:
         f"{args.batch_size}, {args.steps} timed steps, torch {torch.__version__}"
     )
     print(f"{'model':<16}{'variant':<28}{'px':>4}{'img/s':>9}{'data wait %':>13}{'x first':>9}")
+    estimates = {}
     for name in args.models.split(","):
-        first = None
+        first, speeds = None, {}
         for size in map(int, args.sizes.split(",")):
             for variant in variants:
                 result = measure(
                     name, images, labels, args.batch_size, args.steps, *VARIANTS[variant], size
                 )
                 first = first or result["img/s"]
+                speeds[size] = result["img/s"]  # the last variant's: the one a run would use
                 print(
                     f"{name:<16}{variant:<28}{size:>4}{result['img/s']:>9.0f}"
                     f"{result['data wait %']:>13.1f}{result['img/s'] / first:>9.2f}",
                     flush=True,
                 )
+        if args.preset:
+            estimates[name] = estimated_minutes(name, args.preset, speeds)
+    for name, minutes in estimates.items():
+        print(f"{name:<16}{minutes:>6.1f} training minutes estimated under --preset {args.preset}")
 
 
 if __name__ == "__main__":

@@ -113,8 +113,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         # Epochs sized so that each run trains in about the minutes given (2 idle cores, bf16),
         # estimated as 90,000 images an epoch at the bf16 train-step speed of the epoch's side
-        # (benchmarks/train.py --sizes 32,40,48,56,64); the four runs measured took 0.88 to 1.23
-        # times their estimates.
+        # (benchmarks/train.py --sizes 32,40,48,56,64 --preset cpu); the four runs measured took
+        # 0.88 to 1.23 times their estimates.
         "per_model": {
             "baseline": {},  # 42 minutes estimated, 52 measured (41.4% test)
             "alexnet_reduced": {"epochs": 12, "lr": 0.05, "grad_clip": 5.0},  # 99 estimated
