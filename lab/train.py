@@ -279,7 +279,8 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
     evaluated = ema.module if ema is not None else model  # what val, test and the checkpoint see
 
     # ---- resume: weights, optimizer, schedule and random state of the last finished epoch
-    first_epoch, elapsed = 1, 0.0
+    # elapsed: training seconds; wall_before: wall seconds of the earlier processes' kept epochs
+    first_epoch, elapsed, wall_before = 1, 0.0, 0.0
     if config.resume:
         # On the CPU: the RNG states must stay CPU tensors; the rest moves to the model's device.
         state = runs.load_checkpoint(run_dir, "cpu", fallback=True)
@@ -293,6 +294,7 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
         if device.type == "cuda" and state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(state["rng_cuda"], device)
         first_epoch, elapsed = state["epoch"] + 1, state["elapsed_s"]
+        wall_before = state.get("wall_s", 0.0)  # checkpoints written before wall_s was kept lack it
 
     train_model = model
     if world > 1:
@@ -303,6 +305,10 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
         train_model = torch.compile(train_model)
 
     if rank == 0:
+        if first_epoch == 1:  # a resumed run keeps the start of its first process
+            runs.update_summary(
+                run_dir, started=pd.Timestamp.fromtimestamp(started).isoformat(timespec="seconds")
+            )
         runs.update_summary(
             run_dir,
             params=params,
@@ -313,7 +319,6 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
             torch=torch.__version__,
             git_commit=git_commit(),
             num_classes=run.num_classes,
-            started=pd.Timestamp.fromtimestamp(started).isoformat(timespec="seconds"),
         )
         if config.resume:  # rows of epochs after the checkpoint were never finished: drop them
             metrics_path = run_dir / "metrics.csv"
@@ -345,6 +350,7 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
                     "scheduler": scheduler.state_dict(),
                     "epoch": epoch,
                     "elapsed_s": elapsed,
+                    "wall_s": wall_before + time.time() - started,
                     "rng_cpu": torch.get_rng_state(),
                     "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                     "num_classes": run.num_classes,
@@ -372,7 +378,11 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
     if rank == 0:
         results = final_evaluation(evaluated, config, run, run_dir)
         runs.update_summary(
-            run_dir, **results, status="finished", error=None, wall_time_s=time.time() - started
+            run_dir,
+            **results,
+            status="finished",
+            error=None,
+            wall_time_s=wall_before + time.time() - started,
         )
     if world > 1:  # the other ranks return once the record is complete
         dist.barrier()

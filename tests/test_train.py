@@ -167,13 +167,20 @@ def test_resume_after_kill_gives_the_same_rows(base: Config, capsys) -> None:
     summary = runs.read_json(run_dir / "summary.json")
     assert summary["status"] == "running", "kill -9 leaves the run looking live, not finished"
     assert summary["epochs_done"] < 3, "the run was killed before it finished"
+    wall_kept = runs.load_checkpoint(run_dir, "cpu", fallback=True)["wall_s"]
+    resume_started = time.time()
     code, _, err = cli(capsys, "train", "--resume", str(run_dir), "--quiet")
+    resume_wall = time.time() - resume_started
     assert code == 0, err
     resumed = pd.read_csv(run_dir / "metrics.csv")
     assert list(resumed["epoch"]) == [1, 2, 3], "no epoch lost, none doubled"
     columns = ["train_loss", "train_top1", "val_loss", "val_top1", "lr"]
     np.testing.assert_allclose(resumed[columns], reference[columns], rtol=1e-4, atol=1e-4)
-    assert runs.read_json(run_dir / "summary.json")["status"] == "finished"
+    final = runs.read_json(run_dir / "summary.json")
+    assert final["status"] == "finished"
+    assert final["started"] == summary["started"], "the first process's start is kept"
+    # wall time counts the killed process's kept epochs as well as the resumed process
+    assert wall_kept < final["wall_time_s"] <= wall_kept + resume_wall
 
 
 def test_checkpoint_write_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
