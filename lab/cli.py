@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from lab import runs
+from lab.errors import LabError
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -167,7 +168,7 @@ def assignments(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, equals, value = pair.partition("=")
         if not key or not equals:
-            raise ValueError(f"--set {pair}: expected FIELD=VALUE, e.g. --set classes=20")
+            raise LabError(f"--set {pair}: expected FIELD=VALUE, e.g. --set classes=20")
         values[key.replace("-", "_")] = value
     return values
 
@@ -177,7 +178,7 @@ def parse_seeds(text: str) -> list[int] | None:
     try:
         return [int(seed) for seed in text.split(",")] if text else None
     except ValueError:
-        raise ValueError(f"--seeds {text}: expected whole numbers separated by commas") from None
+        raise LabError(f"--seeds {text}: expected whole numbers separated by commas") from None
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -326,11 +327,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run a subcommand; expected errors print one line and exit 2."""
+    """Entry point: run a subcommand; the lab's own errors and OS errors on the user's files
+    print one line and exit 2; any other exception is a bug and keeps its traceback."""
     args = parser().parse_args(argv)
     try:
         return args.func(args) or 0
-    except (ValueError, FileNotFoundError) as error:  # a DataError is a ValueError
+    except (LabError, OSError) as error:  # OSError: a path that is missing, a file, unwritable
         print(f"lab {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

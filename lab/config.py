@@ -8,22 +8,29 @@ checked `Config` or one ValueError naming the bad field. `read_config` reads a r
 import contextlib
 import dataclasses
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lab.errors import LabError
 from lab.presets import preset_values
 
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
-# What `lab train --resume RUN` may change: where and how quietly the run goes on, never what it
-# computes (epochs set the learning-rate schedule, so a longer run is a new run: --init-from).
-RESUME_FIELDS = ("device", "compile", "quiet", "data", "cache_dir")
+# What a field is to the experiment (a knob's `kind`): "experiment" fields set what is computed;
+# "how" fields say where and how a run goes on (the one thing a resume may change: epochs set
+# the schedule, so a longer run is a new run, --init-from); "record" fields name the record.
+KINDS = ("experiment", "how", "record")
+MIN_SIDE = 32  # the smallest training side (min_size)
+# A run name is one folder under the runs root: never a path, "..", or a hidden name.
+RUN_NAME = re.compile(r"[\w][\w.,+=@-]{0,99}")
 
 
-def knob(default: Any, help: str) -> Any:
-    """A Config field with its help text (shown by `lab train --help`)."""
-    return dataclasses.field(default=default, metadata={"help": help})
+def knob(default: Any, help: str, kind: str = "experiment") -> Any:
+    """A Config field with its help text (shown by `lab train --help`) and its kind (KINDS)."""
+    return dataclasses.field(default=default, metadata={"help": help, "kind": kind})
 
 
 @dataclass
@@ -58,27 +65,34 @@ class Config:
     first_class: int = knob(0, "index in wnids.txt of the first class used (100 = 2nd half)")
     per_class: int = knob(0, "train images a class, 0 = all (val and test stay whole)")
     seed: int = knob(0, "model init, data order and augmentation")
-    device: str = knob("auto", "auto (CUDA when present) | cpu | cuda | cuda:N")
+    device: str = knob("auto", "auto (CUDA when present) | cpu | cuda | cuda:N", "how")
     channels_last: bool = knob(True, "NHWC memory format: faster convolutions on CPU and GPU")
     amp: bool = knob(True, "bfloat16 autocast on CUDA and on CPUs with native bf16 (else fp32)")
-    compile: bool = knob(False, "torch.compile the model")
-    data: str = knob("", "archive or folder; '' = $TINY_IMAGENET, else download")
-    cache_dir: str = knob("", "decoded-array cache; '' = $LAB_DATA_DIR/cache")
-    runs_root: str = knob("runs", "where run folders go")
-    name: str = knob("", "run folder name; '' = the preset's preset-model, else time-model")
+    compile: bool = knob(False, "torch.compile the model", "how")
+    data: str = knob("", "archive or folder; '' = $TINY_IMAGENET, else download", "how")
+    cache_dir: str = knob("", "decoded-array cache; '' = $LAB_DATA_DIR/cache", "how")
+    runs_root: str = knob("runs", "where run folders go", "record")
+    name: str = knob(
+        "", "run folder name; '' = the preset's preset-model, else time-model", "record"
+    )
     preset: str = knob("", "start from this preset's values (lab/presets.py); the rest override")
     train_eval_size: int = knob(10000, "train images evaluated at the end (a fixed sample)")
-    quiet: bool = knob(False, "no progress bars")
-    resume: bool = knob(False, "continue the run folder `name` from its last checkpoint")
+    quiet: bool = knob(False, "no progress bars", "how")
+    resume: bool = knob(False, "continue the run folder `name` from its last checkpoint", "record")
 
 
 FIELDS = {field.name: field for field in dataclasses.fields(Config)}
+# What `lab train --resume RUN` (and every other resume) may change.
+RESUME_FIELDS = tuple(name for name, f in FIELDS.items() if f.metadata["kind"] == "how")
+# What two runs must share to be the same experiment (the seed apart, for seed groups), and what
+# a resumed run must share with its record.
+EXPERIMENT_FIELDS = tuple(name for name, f in FIELDS.items() if f.metadata["kind"] == "experiment")
 
 
 def parse(name: str, value: Any) -> Any:
     """The value of field `name` from a string (command line) or a JSON value, type-checked."""
     if name not in FIELDS:
-        raise ValueError(f"unknown Config field {name!r}; the fields are {', '.join(FIELDS)}")
+        raise LabError(f"unknown Config field {name!r}; the fields are {', '.join(FIELDS)}")
     kind = type(FIELDS[name].default)
     if isinstance(value, str) and kind is not str:
         with contextlib.suppress(ValueError):  # left a string: the type check names the field
@@ -87,7 +101,7 @@ def parse(name: str, value: Any) -> Any:
     if kind is float and type(value) is int:
         value = float(value)
     if type(value) is not kind:
-        raise ValueError(f"{name} must be of type {kind.__name__}, not {value!r}")
+        raise LabError(f"{name} must be of type {kind.__name__}, not {value!r}")
     return value
 
 
@@ -111,7 +125,7 @@ def resume_config(run_dir: Path, changes: Mapping[str, Any]) -> Config:
     """The Config that continues a run: its record, with only RESUME_FIELDS changed."""
     fixed = sorted(set(changes) - set(RESUME_FIELDS))
     if fixed:
-        raise ValueError(
+        raise LabError(
             f"{', '.join(fixed)} cannot change on resume (only {', '.join(RESUME_FIELDS)} can); "
             "start a new run instead, e.g. with --init-from"
         )
@@ -127,7 +141,7 @@ def resume_config(run_dir: Path, changes: Mapping[str, Any]) -> Config:
 
 
 def check_config(config: Config) -> None:
-    """Raise ValueError with one clear message for a config that cannot run."""
+    """Raise LabError with one clear message for a config that cannot run, naming each field."""
     # imported here, not above: they import torch, which `lab runs`, `lab export` and `--help`
     # do without
     from lab import data
@@ -141,35 +155,51 @@ def check_config(config: Config) -> None:
     ]
     if config.model not in model_names():
         problems.append(f"unknown model {config.model!r}; choose from {', '.join(model_names())}")
-    positive = ("epochs", "batch_size", "lr", "input_size", "min_size")
+    floats = [name for name, field in FIELDS.items() if isinstance(field.default, float)]
+    problems += [
+        f"{key} must be a finite number, not {getattr(config, key)}"
+        for key in floats
+        if not math.isfinite(getattr(config, key))
+    ]
+    positive = ("epochs", "batch_size", "lr", "input_size", "train_eval_size")
     problems += [f"{key} must be positive" for key in positive if getattr(config, key) <= 0]
     non_negative = (
-        "momentum",
         "weight_decay",
         "warmup_epochs",
-        "label_smoothing",
         "grad_clip",
         "backbone_lr",
         "classes",
         "first_class",
         "per_class",
-        "train_eval_size",
     )
     problems += [f"{key} must not be negative" for key in non_negative if getattr(config, key) < 0]
+    fractions = ("momentum", "label_smoothing", "ema")
+    problems += [
+        f"{key} must be in [0, 1), not {getattr(config, key)}"
+        for key in fractions
+        if not 0 <= getattr(config, key) < 1
+    ]
     if not (config.device in ("auto", "cpu") or config.device.startswith("cuda")):
         problems.append(f"device must be auto, cpu or cuda[:N], not {config.device!r}")
-    if config.min_size > data.SIZE:
-        problems.append(f"min_size must be at most {data.SIZE}")
+    # the side grows in 8 px steps, and every model is tested down to 32 px
+    if config.min_size not in range(MIN_SIDE, data.SIZE + 1, 8):
+        problems.append(
+            f"min_size must be a multiple of 8 from {MIN_SIDE} to {data.SIZE},"
+            f" not {config.min_size}"
+        )
     if not 0 <= config.ramp_start <= config.ramp_end <= 1:
         problems.append("ramp_start and ramp_end must be fractions with ramp_start <= ramp_end")
-    if not 0 <= config.ema < 1:
-        problems.append("ema must be in [0, 1)")
+    if config.name and not RUN_NAME.fullmatch(config.name):
+        problems.append(
+            f"name must be one folder name (letters, digits and . , + = @ _ -, not starting with"
+            f" a dot or dash), not {config.name!r}"
+        )
     if config.first_class and not config.classes:
         problems.append("first_class needs classes (how many classes from first_class on)")
     if config.resume and not config.name:
         problems.append("resume needs the run's name")
     if problems:
-        raise ValueError("bad config: " + "; ".join(problems))
+        raise LabError("bad config: " + "; ".join(problems))
 
 
 def model_options(config: Config) -> dict:

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from lab.errors import LabError
+
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 MD5 = "90528d7ca1a48142e341f4ef8d21d0de"  # of the official archive at URL
 SPLITS = ("train", "val", "test", "challenge")
@@ -43,7 +45,7 @@ CACHE_VERSION = 1
 CHUNK = 500  # images per decoding job
 
 
-class DataError(ValueError):
+class DataError(LabError):
     """A data file is missing or broken; the message names the file and the problem."""
 
 
@@ -486,7 +488,7 @@ def load_split(
     # remapped to 0..K-1 in that order (None or 0 = all). per_class: the first N images of each
     # class (None or 0 = all; on the unlabeled challenge split, the first N images).
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise LabError(f"split must be one of {SPLITS}, got {split!r}")
     cache = prepare(source, cache_dir)
     meta = _read_meta(cache)
     images = np.load(cache / f"{split}_images.npy", mmap_mode="c")  # copy-on-write: writable
@@ -497,7 +499,7 @@ def load_split(
         chosen = list(range(len(wnids)))
     elif isinstance(classes, int):
         if not 1 <= classes <= len(wnids) - first_class:
-            raise ValueError(
+            raise LabError(
                 f"classes must be in 1..{len(wnids) - first_class} from class {first_class} on "
                 f"(the data set has {len(wnids)} classes), got {classes}"
             )
@@ -505,10 +507,10 @@ def load_split(
     else:
         unknown = sorted(set(classes) - set(wnids))
         if unknown:
-            raise ValueError(f"unknown classes {unknown} (not in {cache / 'meta.json'})")
+            raise LabError(f"unknown classes {unknown} (not in {cache / 'meta.json'})")
         chosen = [wnids.index(w) for w in classes]
     if per_class is not None and per_class < 0:
-        raise ValueError(f"per_class must be >= 0, got {per_class}")
+        raise LabError(f"per_class must be >= 0, got {per_class}")
     remap = np.full(len(wnids), -1, np.int64)
     remap[chosen] = np.arange(len(chosen))
     if split == "challenge":
@@ -558,7 +560,7 @@ def normalizer(
     elif mode == "channel":
         mean = torch.from_numpy(stats["mean_channel"]).view(1, 3, 1, 1)
     else:
-        raise ValueError(f"normalize mode must be 'pixel' or 'channel', got {mode!r}")
+        raise LabError(f"normalize mode must be 'pixel' or 'channel', got {mode!r}")
     scale = torch.from_numpy(stats["std_channel"]).view(1, 3, 1, 1)
     return mean.float().contiguous().to(device), scale.float().to(device)
 
@@ -583,10 +585,10 @@ def batches(
     # from `generator`, on its own device (default CPU): a CPU generator with a given seed gives
     # the same batches whether the images are on the CPU or a GPU.
     if augment not in AUGMENTS:
-        raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
+        raise LabError(f"augment must be one of {AUGMENTS}, got {augment!r}")
     if images.dtype != torch.uint8 or images.shape[1:] != (SIZE, SIZE, 3):
         shape = tuple(images.shape)
-        raise ValueError(f"images must be uint8 (N, {SIZE}, {SIZE}, 3), got {images.dtype} {shape}")
+        raise LabError(f"images must be uint8 (N, {SIZE}, {SIZE}, 3), got {images.dtype} {shape}")
     device, n = images.device, len(images)
     labels = labels.to(device)
     draw = {"generator": generator, "device": generator.device if generator is not None else "cpu"}

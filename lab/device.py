@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from lab.errors import LabError
+
 
 def resolve_device(name: str) -> torch.device:
     """The device: `auto` = CUDA when present; `cuda` = the GPU of this process's local rank."""
@@ -15,7 +17,7 @@ def resolve_device(name: str) -> torch.device:
         name = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but CUDA is not available")
+        raise LabError(f"device {name!r} asked for, but CUDA is not available")
     return device
 
 

@@ -16,6 +16,7 @@ from captum.attr import (
 from matplotlib import colormaps
 from torch import nn
 
+from lab.errors import LabError
 from lab.predict import Predictor, top_classes
 
 METHODS = ("saliency", "smoothgrad", "integrated_gradients", "gradcam", "occlusion")
@@ -24,7 +25,7 @@ METHODS = ("saliency", "smoothgrad", "integrated_gradients", "gradcam", "occlusi
 def check_methods(methods: Sequence[str]) -> list[str]:
     """The attribution methods as a list, each checked against METHODS (at least one)."""
     if not methods or any(m not in METHODS for m in methods):
-        raise ValueError(f"methods {list(methods)}: choose one or more of {METHODS}")
+        raise LabError(f"methods {list(methods)}: choose one or more of {METHODS}")
     return list(methods)
 
 
@@ -32,7 +33,7 @@ def last_conv(model: nn.Module) -> nn.Conv2d:
     """The last nn.Conv2d in model.modules(): the Grad-CAM layer."""
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
-        raise ValueError(f"{type(model).__name__} has no nn.Conv2d layer for Grad-CAM")
+        raise LabError(f"{type(model).__name__} has no nn.Conv2d layer for Grad-CAM")
     return convs[-1]
 
 
@@ -49,7 +50,7 @@ def attribute(
 ) -> torch.Tensor:
     """Non-negative (N, H, W) attribution map of `target` for a normalized NCHW batch."""
     if method not in METHODS:
-        raise ValueError(f"unknown attribution method {method!r}; choose from {METHODS}")
+        raise LabError(f"unknown attribution method {method!r}; choose from {METHODS}")
     model.eval()
     n, c, h, w = images.shape
     target = torch.as_tensor(target, dtype=torch.long, device=images.device).expand(n)

@@ -14,6 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from lab import data, runs
+from lab.errors import LabError
 from lab.records import (
     SCORED_SPLITS,
     best_runs,
@@ -34,7 +35,7 @@ SPLIT_COLOURS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
 def samples_figure(split: data.Split, count: int = 16, seed: int = 0) -> Figure:
     """A grid of random images of a split, titled with their class names."""
     if count < 1:
-        raise ValueError(f"samples must be at least 1, got {count}")
+        raise LabError(f"samples must be at least 1, got {count}")
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(split.labels), min(count, len(split.labels)), replace=False))
     cols = min(8, len(chosen))
@@ -125,7 +126,7 @@ def seeds_figure(groups: pd.DataFrame) -> Figure:
     bars at the mean over seeds, error bars of one standard deviation."""
     groups = groups[groups["runs"] > 1].reset_index(drop=True)
     if groups.empty:
-        raise ValueError("no runs that differ only by seed (try `lab sweep --seeds 0,1,2`)")
+        raise LabError("no runs that differ only by seed (try `lab sweep --seeds 0,1,2`)")
     fig = Figure(figsize=(max(6.0, 1.5 * len(groups)), 4), layout="constrained")
     ax = fig.subplots()
     x, width = np.arange(len(groups)), 0.27
@@ -199,7 +200,7 @@ def saliency_figure(
     methods = explain.check_methods(methods)
     files = list(files)
     if not files:
-        raise ValueError("no test images to explain")
+        raise LabError("no test images to explain")
     panels = {}  # run name -> (images, labels, predictions, class names, {method: maps})
     for run_dir in run_dirs:
         labels = load_predictions(run_dir, files)["label"].to_numpy()

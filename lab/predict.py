@@ -13,6 +13,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from lab import data
 from lab.config import Config
+from lab.errors import LabError
 from lab.evaluate import load_checkpoint_model, predict
 
 
@@ -30,7 +31,7 @@ class Predictor:
 def load_predictor(run_dir: str | Path) -> Predictor:
     """The model of a run's checkpoint on the CPU, its normalization and class names."""
     if not Path(run_dir).is_dir():
-        raise ValueError(f"{run_dir}: no such run folder")
+        raise LabError(f"{run_dir}: no such run folder")
     model, config = load_checkpoint_model(Path(run_dir), "cpu")
     cache = data.prepare(config.data or None, config.cache_dir or None, progress=False)
     # names from the data set's words.txt (kept in the cache), in the run's label order
@@ -50,7 +51,7 @@ def decode(blob: bytes, name: str) -> np.ndarray:
     """A picture's bytes as a uint8 (64, 64, 3) RGB image; ValueError naming it if it is none."""
     kind = next((k for k, head in SIGNATURES.items() if blob.startswith(head)), None)
     if kind is None:
-        raise ValueError(f"{name}: not a JPEG or PNG image")
+        raise LabError(f"{name}: not a JPEG or PNG image")
     try:
         # the decoder the data cache uses: grayscale, palette, CMYK and alpha all become RGB
         image = decode_image(
@@ -60,7 +61,7 @@ def decode(blob: bytes, name: str) -> np.ndarray:
         )
     except (RuntimeError, ValueError) as error:
         reason = re.sub(r"^.*?\.cpp:\d+, ", "", str(error).strip())  # torchvision's source line
-        raise ValueError(f"{name}: damaged {kind} ({reason})") from None
+        raise LabError(f"{name}: damaged {kind} ({reason})") from None
     image = TF.to_dtype(image, torch.uint8, scale=True)  # a 16-bit PNG: to 0..255
     # the shorter side to 64 px (antialiased), then the centre: no stretching, like the data's
     # undistorted 64x64 images
@@ -74,7 +75,7 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         blob = Path(path).read_bytes()
     except OSError as error:
-        raise ValueError(f"{path}: cannot read it ({error.strerror})") from None
+        raise LabError(f"{path}: cannot read it ({error.strerror})") from None
     return decode(blob, str(path))
 
 

@@ -20,6 +20,7 @@ cpu:    our recipe sized for a 2-core CPU with native bf16 (fp32 elsewhere, abou
 
 from typing import Any
 
+from lab.errors import LabError
 from lab.study import STUDY_MODELS
 
 # Ours, for every model on all 200 classes: one-cycle lr after 2 warmup epochs, label smoothing,
@@ -135,7 +136,7 @@ def preset_values(preset: str, model: str, weights: bool = False) -> dict[str, A
     if not preset:
         return {}
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        raise LabError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     spec = PRESETS[preset]
     values = {**spec["config"], **spec["per_model"].get(model, {})}
     if weights:

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from lab import data, runs
+from lab.errors import LabError
 from lab.presets import PRESETS
 from lab.study import STUDY
 
@@ -23,7 +24,7 @@ def finished_runs(runs_root: str | Path) -> pd.DataFrame:
     table = runs.load_runs(Path(runs_root))
     finished = table[table["status"] == "finished"]
     if finished.empty:
-        raise ValueError(f"{runs_root}: no finished runs (try `lab sweep --preset quick`)")
+        raise LabError(f"{runs_root}: no finished runs (try `lab sweep --preset quick`)")
     return finished.reset_index(drop=True)
 
 
@@ -87,7 +88,7 @@ def load_predictions(run_dir: str | Path, files: Sequence[str] | None = None) ->
         return predictions
     missing = sorted(set(files) - set(predictions["file"]))
     if missing:
-        raise ValueError(f"{run_dir}: no test prediction for {missing} (not in its classes?)")
+        raise LabError(f"{run_dir}: no test prediction for {missing} (not in its classes?)")
     return predictions.set_index("file").loc[list(files)].reset_index()
 
 
@@ -108,7 +109,7 @@ def pick_runs(runs_root: str | Path, run_dirs: Sequence[str | Path] = ()) -> lis
         chosen = [Path(p) for p in best_runs(finished_runs(runs_root))["path"]]
     for path in chosen:
         if not (path / "checkpoint.pt").exists() or not (path / "predictions.csv").exists():
-            raise ValueError(f"{path}: not a finished run folder (no checkpoint.pt or predictions)")
+            raise LabError(f"{path}: not a finished run folder (no checkpoint.pt or predictions)")
     return chosen
 
 

@@ -13,6 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lab.config import EXPERIMENT_FIELDS, FIELDS
+from lab.errors import LabError
+
 # torch is imported where a checkpoint is read or written: `lab runs` and `lab export` start
 # seconds sooner without it.
 
@@ -95,11 +98,9 @@ def _read_checkpoint(path: Path, map_location: Any) -> dict:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as error:  # damaged bytes raise anything from EOFError to RuntimeError
         reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else ""
-        raise ValueError(
-            f"{path}: damaged checkpoint ({type(error).__name__}: {reason})"
-        ) from error
+        raise LabError(f"{path}: damaged checkpoint ({type(error).__name__}: {reason})") from error
     if not isinstance(state, dict) or not {"model", "epoch", "num_classes"} <= set(state):
-        raise ValueError(f"{path}: not a checkpoint of this lab (no model, epoch or num_classes)")
+        raise LabError(f"{path}: not a checkpoint of this lab (no model, epoch or num_classes)")
     return state
 
 
@@ -124,7 +125,7 @@ def load_checkpoint(run_dir: Path, map_location: Any = "cpu", fallback: bool = F
             why = problems[0] if problems else f"{newest}: missing"
             print(f"{why}; resuming from {previous.name}", file=sys.stderr)
         return state
-    raise ValueError("; ".join(problems) or f"{newest}: no checkpoint in this run folder")
+    raise LabError("; ".join(problems) or f"{newest}: no checkpoint in this run folder")
 
 
 def read_json(path: Path) -> dict:
@@ -132,9 +133,9 @@ def read_json(path: Path) -> dict:
     try:
         obj = json.loads(Path(path).read_text())
     except (OSError, ValueError) as error:
-        raise ValueError(f"{path}: unreadable JSON ({error})") from error
+        raise LabError(f"{path}: unreadable JSON ({error})") from error
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a JSON object, found {type(obj).__name__}")
+        raise LabError(f"{path}: expected a JSON object, found {type(obj).__name__}")
     return obj
 
 
@@ -194,10 +195,10 @@ def read_table(path: Path) -> pd.DataFrame:
     try:
         table = pd.read_csv(path)
     except (OSError, ValueError) as error:  # pandas' parser and decoding errors are ValueErrors
-        raise ValueError(f"{path}: unreadable CSV ({str(error).strip()[:120]})") from error
+        raise LabError(f"{path}: unreadable CSV ({str(error).strip()[:120]})") from error
     missing = [column for column in (*numeric, *text) if column not in table]
     if missing:
-        raise ValueError(f"{path}: no column {', '.join(missing)}")
+        raise LabError(f"{path}: no column {', '.join(missing)}")
     numbers = table[list(numeric)].apply(pd.to_numeric, errors="coerce")
     bad = numbers.isna().any(axis=1) | table[list(text)].isna().any(axis=1)
     if "top5" in table:  # a last row cut inside its top-5 list is shorter than the others
@@ -205,7 +206,7 @@ def read_table(path: Path) -> pd.DataFrame:
         bad |= sizes != sizes.max()
     if bad.any():
         row = int(bad.to_numpy().argmax())
-        raise ValueError(f"{path}: line {row + 2} is garbled or cut short")
+        raise LabError(f"{path}: line {row + 2} is garbled or cut short")
     return table
 
 
@@ -217,7 +218,7 @@ def _read_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path)
     except (OSError, ValueError, EOFError) as error:
-        raise ValueError(f"{path}: unreadable array ({error})") from error
+        raise LabError(f"{path}: unreadable array ({error})") from error
 
 
 def load_run(path: Path) -> dict:
@@ -226,7 +227,7 @@ def load_run(path: Path) -> dict:
     Raises ValueError naming the first file that is unreadable, garbled or cut short."""
     path = Path(path)
     if not path.is_dir():
-        raise ValueError(f"{path}: no such run folder")
+        raise LabError(f"{path}: no such run folder")
     return {
         "path": path,
         "config": read_json(path / "config.json"),
@@ -309,9 +310,9 @@ def broken_runs(table: pd.DataFrame) -> list[str]:
     return [f"{row.run}: {row.error}" for row in table[table["status"] == "broken"].itertuples()]
 
 
-# Config fields that do not make two runs different experiments: the seed, where the data was
-# read from (which classes and images is in other fields), and where and how a run was recorded.
-NOT_THE_EXPERIMENT = ("seed", "data", "cache_dir", "name", "runs_root", "resume", "quiet")
+# Config fields that do not make two runs different experiments: the seed, and how and where a
+# run went on and was recorded (lab.config's field kinds); fields of older records count.
+NOT_THE_EXPERIMENT = ("seed", *(name for name in FIELDS if name not in EXPERIMENT_FIELDS))
 SEED_METRICS = ("train_top1", "val_top1", "test_top1", "test_top5", "best_val_top1")
 
 

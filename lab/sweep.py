@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from lab import runs
 from lab.config import Config, make_config
+from lab.errors import LabError
 from lab.presets import PRESETS
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -48,7 +49,7 @@ def execute(notebook: str, output: Path, parameters: dict, kernel: str) -> None:
     declared = papermill.inspect_notebook(NOTEBOOKS / f"{notebook}.ipynb")
     unknown = sorted(set(parameters) - set(declared))
     if unknown:
-        raise ValueError(
+        raise LabError(
             f"{notebook}.ipynb: unknown parameter(s) {', '.join(unknown)}; "
             f"it takes {', '.join(declared)}"
         )
@@ -104,9 +105,9 @@ def seed_configs(
 ) -> dict[tuple[str, int | None], Config]:
     """The Config of every run of a sweep by (model, seed); seed None = the preset's own."""
     if seeds and "seed" in overrides:
-        raise ValueError("give the seeds with --seeds or with --set seed=N, not both")
+        raise LabError("give the seeds with --seeds or with --set seed=N, not both")
     if seeds and len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds {seeds}: a seed is given twice")
+        raise LabError(f"seeds {seeds}: a seed is given twice")
     configs = {}
     for model in models:
         for seed in seeds or [None]:
@@ -139,13 +140,13 @@ def sweep(
     skipped too when no run is new since it last ran cleanly.
     """
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        raise LabError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     models = list(models or PRESETS[preset]["models"])
     overrides = dict(overrides or {})
     runs_root = Path(runs_root).resolve()  # the notebooks run with notebooks/ as cwd
     # check every config before the first run, so a typo fails in seconds, not hours
     if "name" in overrides:
-        raise ValueError("a sweep names each run {preset}-{model}: name cannot be set")
+        raise LabError("a sweep names each run {preset}-{model}: name cannot be set")
     overrides["runs_root"] = str(runs_root)
     configs = seed_configs(preset, models, overrides, seeds)
     kernel = kernel_name or default_kernel()

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from lab import data, runs
 from lab.config import Config, check_config, model_options
 from lab.device import autocast, device_label, precision, resolve_device
+from lab.errors import LabError
 from lab.evaluate import RunData, accuracy, final_evaluation, load_data, run_logits
 from lab.models import (
     build_model,
@@ -163,17 +164,17 @@ def load_backbone(model: nn.Module, source: Path) -> None:
     """Start from another run's weights (its folder or checkpoint file), all but the classifier."""
     path = source / "checkpoint.pt" if source.is_dir() else source
     if not path.is_file():
-        raise ValueError(f"{path}: no checkpoint to start from")
+        raise LabError(f"{path}: no checkpoint to start from")
     state = torch.load(path, map_location="cpu", weights_only=False)
     head = classifier_name(model) + "."
     kept = {k: v for k, v in state.get("model", state).items() if not k.startswith(head)}
     try:
         missing, unexpected = model.load_state_dict(kept, strict=False)
     except RuntimeError as error:
-        raise ValueError(f"{path}: weights of another architecture ({error})") from error
+        raise LabError(f"{path}: weights of another architecture ({error})") from error
     missing = [k for k in missing if not k.startswith(head)]
     if missing or unexpected:
-        raise ValueError(
+        raise LabError(
             f"{path}: weights of another architecture (missing {missing[:3]}, "
             f"unexpected {unexpected[:3]})"
         )
@@ -211,9 +212,9 @@ def fit(config: Config) -> Path:
         dist.broadcast_object_list(names, src=0)
         run_dir = names[0]
     if config.resume and not runs.has_checkpoint(run_dir):
-        raise ValueError(f"{run_dir / 'checkpoint.pt'}: no checkpoint to resume from")
+        raise LabError(f"{run_dir / 'checkpoint.pt'}: no checkpoint to resume from")
     if rank == 0 and not config.resume and (run_dir / "summary.json").exists():
-        raise ValueError(f"{run_dir}: a run of that name exists; resume it or choose another name")
+        raise LabError(f"{run_dir}: a run of that name exists; resume it or choose another name")
     if rank == 0:
         config_record = {**asdict(config), "name": run_dir.name, "resume": False}
         runs.write_json(run_dir / "config.json", config_record)
@@ -249,7 +250,7 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
         run = load_data(config, device)
     steps_per_epoch, _ = epoch_plan(len(run.images["train"]), config.batch_size, world)
     if steps_per_epoch == 0:
-        raise ValueError(
+        raise LabError(
             f"batch_size {config.batch_size} is more than the "
             f"{len(run.images['train'])} train images: no whole batch to train on"
         )

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from lab.errors import LabError
 from lab.models.alexnet import alexnet_reduced
 from lab.models.baseline import baseline
 from lab.models.inception import inception
@@ -68,16 +69,16 @@ def model_options(name: str) -> list[str]:
 def build_model(name: str, num_classes: int = 200, **options) -> nn.Module:
     """Build a registered model for 64x64x3 inputs with num_classes outputs."""
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
+        raise LabError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
     valid = model_options(name)
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise ValueError(
+        raise LabError(
             f"unknown option(s) {', '.join(unknown)} for model {name!r};"
             f" valid options: {', '.join(valid) or 'none'}"
         )
     if num_classes < 1:
-        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        raise LabError(f"num_classes must be at least 1, got {num_classes}")
     return MODELS[name].builder(num_classes, **options)
 
 
@@ -120,7 +121,7 @@ def classifier_name(model: nn.Module) -> str:
     """The name of the classifier: the last nn.Linear in model.modules()."""
     names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not names:
-        raise ValueError(f"{type(model).__name__} has no nn.Linear classifier")
+        raise LabError(f"{type(model).__name__} has no nn.Linear classifier")
     return names[-1]
 
 
@@ -155,7 +156,7 @@ def param_groups(
     parameters are left out; empty groups are dropped. Each group carries a "name".
     """
     if backbone_lr is not None and backbone_lr < 0:
-        raise ValueError(f"backbone_lr must be >= 0 (0 or None = same as lr), got {backbone_lr}")
+        raise LabError(f"backbone_lr must be >= 0 (0 or None = same as lr), got {backbone_lr}")
     head = {id(p) for p in model.get_submodule(classifier_name(model)).parameters()}
     no_decay = set()
     if no_decay_norm_bias:

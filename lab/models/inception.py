@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lab.errors import LabError
+
 
 class BasicConv2d(nn.Module):
     """torchvision's GoogLeNet conv block with an nn.ReLU module instead of in-place F.relu."""
@@ -69,7 +71,7 @@ def load_imagenet_state(weights: str | Path | None) -> dict[str, torch.Tensor]:
     cached = hub_weights_file()
     path = Path(weights) if weights else cached
     if not path.is_file():
-        raise ValueError(
+        raise LabError(
             f"GoogLeNet ImageNet weights not found: weights={str(weights) if weights else None!r}"
             f" (option `weights`), torch hub cache {cached} (file missing). Nothing is downloaded"
             f" here: copy {GoogLeNet_Weights.IMAGENET1K_V1.url} to one of these places."
@@ -77,9 +79,9 @@ def load_imagenet_state(weights: str | Path | None) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path}: not a readable PyTorch state dict ({e})") from e
+        raise LabError(f"{path}: not a readable PyTorch state dict ({e})") from e
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, found {type(state).__name__}")
+        raise LabError(f"{path}: expected a state dict, found {type(state).__name__}")
     return {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2."))}
 
 
@@ -97,9 +99,9 @@ def inception(
     from torchvision.models.googlenet import Inception, InceptionAux
 
     if weights and not pretrained:
-        raise ValueError(f"inception: weights={weights!r} given but pretrained=False")
+        raise LabError(f"inception: weights={weights!r} given but pretrained=False")
     if input_size < 32:
-        raise ValueError(f"inception: input_size must be at least 32, got {input_size}")
+        raise LabError(f"inception: input_size must be at least 32, got {input_size}")
     net = GoogLeNet(
         num_classes=1000 if pretrained else num_classes,
         aux_logits=False,
@@ -112,9 +114,7 @@ def inception(
         try:
             net.load_state_dict(load_imagenet_state(weights))
         except RuntimeError as e:
-            raise ValueError(
-                f"{path}: not torchvision GoogLeNet IMAGENET1K_V1 weights ({e})"
-            ) from e
+            raise LabError(f"{path}: not torchvision GoogLeNet IMAGENET1K_V1 weights ({e})") from e
         net.fc = nn.Linear(net.fc.in_features, num_classes)
     resize = nn.Identity()
     if input_size != 64:
