@@ -28,7 +28,7 @@ sweep: data
 	$(BIN)/lab sweep --preset quick --runs-root $(RUNS)
 
 dashboard: install
-	$(BIN)/streamlit run dashboard/app.py -- --runs-root $(RUNS)
+	$(BIN)/streamlit run dashboard/app.py --server.address 127.0.0.1 -- --runs-root $(RUNS)
 
 lab: sweep dashboard
 

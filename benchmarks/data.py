@@ -1,23 +1,28 @@
-"""Data pipeline speed on the real archive: the decode-once cache build, and batch throughput of
-`lab.data.batches` (crop+flip, on CPU) against torchvision ImageFolder + PIL transforms +
-DataLoader(num_workers=2), on the same classes.
+"""Data pipeline speed on the real archive: JPEG decoders on one core (the lab's PIL against
+torchvision.io, deprecated since torchvision 0.29, and TorchCodec where installed), the
+decode-once cache build, and batch throughput of `lab.data.batches` (crop+flip, on CPU) against
+torchvision ImageFolder + PIL transforms + DataLoader(num_workers=2), on the same classes.
 
-    python benchmarks/data.py --data /path/to/tiny-imagenet-200.zip
+    python benchmarks/data.py --data /path/to/tiny-imagenet-200.zip [--decoders-only]
 """
 
 import argparse
+import importlib.util
 import os
 import tempfile
 import time
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from lab import data
+from lab.device import cpu_info
 
 
 def timed(run: Callable[[], int]) -> tuple[int, float, float]:
@@ -26,6 +31,51 @@ def timed(run: Callable[[], int]) -> tuple[int, float, float]:
     images = run()
     wall, after = time.perf_counter() - start, os.times()
     return images, wall, sum(after[:4]) - sum(before[:4])  # user + system, self + children
+
+
+def decoders(source: Path, count: int) -> dict[str, Callable[[], np.ndarray]]:
+    """Each decoder as a function that decodes the same `count` train JPEGs of the zip."""
+    with zipfile.ZipFile(source) as zf:
+        names = [n for n in zf.namelist() if "/train/" in n and n.endswith(".JPEG")]
+        names = names[:: max(1, len(names) // count)][:count]  # every class, not just the first
+        blobs = [zf.read(n) for n in names]
+    tensors = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
+
+    def torchvision_io() -> np.ndarray:
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        with warnings.catch_warnings():  # its deprecation warning, once a call
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.stack(decode_jpeg(tensors, mode=ImageReadMode.RGB)).permute(0, 2, 3, 1)
+
+    found = {
+        "PIL (lab.data)": lambda: data._decode(blobs, names, str(source)),
+        "torchvision.io, batched": lambda: torchvision_io().numpy(),
+    }
+    if importlib.util.find_spec("torchcodec"):  # not a dependency: measured where installed
+        from torchcodec.decoders import ImageReadMode, decode_jpeg
+
+        found["torchcodec, batched"] = lambda: (
+            torch.stack(decode_jpeg(tensors, mode=ImageReadMode.RGB)).permute(0, 2, 3, 1).numpy()
+        )
+    return found
+
+
+def decoder_table(source: Path, count: int) -> None:
+    """Print images per CPU-second of each decoder on one thread, as a ratio to the lab's."""
+    torch.set_num_threads(1)
+    rows, reference = {}, None
+    for name, decode in decoders(source, count).items():
+        images = decode()  # warm up; the pixels to compare
+        reference = images if reference is None else reference
+        # best of 3: CPU time of this process alone (the decoders run in it)
+        cpu = min(timed(lambda decode=decode: len(decode()))[2] for _ in range(3))
+        rows[name] = (count / cpu, np.array_equal(images, reference))
+    print(f"\nJPEG decoding, {count:,} train images, 1 thread")
+    print(f"{'decoder':<26} {'images/CPU-s':>12} {'ratio':>6}  same pixels as PIL")
+    for name, (speed, same) in rows.items():
+        ratio = speed / rows["PIL (lab.data)"][0]
+        print(f"{name:<26} {speed:>12,.0f} {ratio:>5.2f}x  {'yes' if same else 'NO'}")
 
 
 def ours(cache: Path, classes: int, batch_size: int, epochs: int) -> int:
@@ -88,6 +138,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers")
     parser.add_argument("--epochs", type=int, default=3, help="passes in each loader test")
+    parser.add_argument("--decode", type=int, default=10_000, help="JPEGs in the decoder test")
+    parser.add_argument(
+        "--decoders-only", action="store_true", help="only the decoder table (seconds, no cache)"
+    )
     args = parser.parse_args()
     if not args.data:
         parser.error("pass --data or set TINY_IMAGENET")
@@ -95,8 +149,12 @@ def main() -> None:
     if not source.is_file():
         parser.error(f"{source}: the benchmark reads the zip, not an extracted folder")
     print(
-        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}"
+        f"{cpu_info()[0]}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f},"
+        f" torch {torch.__version__}"
     )
+    decoder_table(source, args.decode)
+    if args.decoders_only:
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"

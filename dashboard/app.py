@@ -16,6 +16,17 @@ def default_runs_root() -> str:
 
 
 st.set_page_config(page_title="Tiny ImageNet lab", layout="wide")
+if not st.get_option("server.address"):
+    # Streamlit's default listens on every interface, and the runs-root box reads any folder of
+    # this machine: without an address given (the project's .streamlit/config.toml gives
+    # 127.0.0.1), serve nothing. The server cannot be moved once started.
+    st.error(
+        "This dashboard was started without `server.address`, so it listens on every network "
+        "interface, with no login. Restart it from the project's root (`make dashboard`) or with "
+        "`--server.address 127.0.0.1`; the README says how to serve it to others on purpose, "
+        "and what that exposes."
+    )
+    st.stop()
 st.session_state.setdefault("runs_root", default_runs_root())
 st.sidebar.text_input("Runs root", key="runs_root", help="Folder holding one folder per run")
 

@@ -1,5 +1,6 @@
 """What the dashboard pages share: the runs root, cached readers of run records, data and models."""
 
+from numbers import Real
 from pathlib import Path
 
 import numpy as np
@@ -7,10 +8,15 @@ import pandas as pd
 import streamlit as st
 
 from lab import data, explain, runs
+from lab.config import Config, read_config
 from lab.predict import Predictor, load_predictor, top_classes
 from lab.study import STUDY
 
 ACCURACIES = ("train_top1", "train_top5", "val_top1", "val_top5", "test_top1", "test_top5")
+# the summary.json fields the pages compute with or sort by, by the type they must have
+NUMBERS = (*ACCURACIES, "epochs_done", "epochs", "best_val_top1", "best_epoch", "params", "macs")
+NUMBERS += ("wall_time_s", "images_per_s")
+TEXTS = ("model", "preset")
 
 
 def runs_root() -> Path:
@@ -28,10 +34,55 @@ def root_stamp(root: Path) -> tuple:
     return tuple((p.name, *stamp(p / "summary.json")) for p in runs.run_dirs(root))
 
 
+def missing(value) -> bool:
+    """Whether a table cell is empty (None or NaN; a list or dict is a value)."""
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def summary_problem(row: dict) -> str | None:
+    """Why a run's summary.json fields cannot be shown (a number or name of the wrong type), or
+    None; a missing field is fine (a run that has not got there yet)."""
+    for key in NUMBERS:
+        value = row.get(key)
+        if not (missing(value) or isinstance(value, Real) and not isinstance(value, bool)):
+            return f"{Path(row['path']) / 'summary.json'}: {key} is {value!r}, not a number"
+    for key in TEXTS:
+        if not (missing(row.get(key)) or isinstance(row[key], str)):
+            return f"{Path(row['path']) / 'summary.json'}: {key} is {row[key]!r}, not a name"
+    return None
+
+
+def config_problem(folder: Path) -> str | None:
+    """Why a run's config.json is no lab run's (no model, a field of the wrong type), or None;
+    a missing field takes its default, as every lab command reads an older run."""
+    path = folder / "config.json"
+    try:
+        if "model" not in runs.read_json(path):
+            return f"{path}: no model (not a lab run's config)"
+        read_config(folder)
+    except ValueError as error:  # a field of the wrong type: parse() names the field
+        return f"{path}: {error}"
+    return None
+
+
+def checked(row: dict) -> dict:
+    """A load_runs row, or, when its fields cannot be shown, a broken row that says why (and
+    holds none of them, so that every column keeps one type)."""
+    if row["status"] == "broken":
+        return row
+    problem = summary_problem(row) or config_problem(Path(row["path"]))
+    if problem is None:
+        return row
+    return {"run": row["run"], "path": row["path"], "status": "broken", "error": problem}
+
+
 @st.cache_data(show_spinner=False, max_entries=8)
 def _runs_table(root: str, version: tuple) -> pd.DataFrame:
     table = runs.load_runs(Path(root))
-    for column in ("model", "preset", "epochs_done", "epochs", *ACCURACIES):
+    # a foreign or hand-edited folder is one broken row, which every page passes over
+    rows = [checked(row) for row in table.to_dict("records")]
+    table = pd.DataFrame(rows, columns=table.columns).infer_objects()
+    for column in ("model", "preset", *NUMBERS):
         if column not in table:
             table[column] = np.nan
     study = table["model"].map(lambda m: STUDY.get(m) if isinstance(m, str) else None)
@@ -84,10 +135,14 @@ def whole(value) -> int:
     return 0 if value is None or pd.isna(value) else int(value)
 
 
-def run_split(config: dict, split: str = "test") -> data.Split:
-    """The split a run (config.json as a dict) was evaluated on."""
-    classes, first = whole(config["classes"]), whole(config.get("first_class"))
-    return split_of(config["data"], config["cache_dir"], classes, first, split)
+def run_config(path: str) -> Config:
+    """A run's config.json as lab commands read it: missing fields take their defaults."""
+    return read_config(Path(path))
+
+
+def run_split(config: Config, split: str = "test") -> data.Split:
+    """The split a run was evaluated on."""
+    return split_of(config.data, config.cache_dir, config.classes, config.first_class, split)
 
 
 def checkpoint_version(path: str) -> tuple:
@@ -99,7 +154,7 @@ def checkpoint_version(path: str) -> tuple:
 def top5(path: str, version: tuple, index: int) -> pd.DataFrame:
     """lab.predict.top_classes of one test image; version = checkpoint_version(path)."""
     predictor = run_predictor(path)
-    images = np.asarray(run_split(vars(predictor.config)).images[index : index + 1])
+    images = np.asarray(run_split(predictor.config).images[index : index + 1])
     return top_classes(predictor, images)[0]
 
 
@@ -107,7 +162,7 @@ def top5(path: str, version: tuple, index: int) -> pd.DataFrame:
 def attribution(path: str, version: tuple, index: int, method: str, target: int) -> np.ndarray:
     """lab.explain.attribute map of one test image; version = checkpoint_version(path)."""
     predictor = run_predictor(path)
-    images = np.asarray(run_split(vars(predictor.config)).images[index : index + 1])
+    images = np.asarray(run_split(predictor.config).images[index : index + 1])
     x = explain.inputs(images, predictor.mean, predictor.scale)
     return explain.attribute(predictor.model, x, target, method)[0].numpy()
 

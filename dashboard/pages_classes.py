@@ -6,6 +6,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from lab.errors import LabError
+
 
 def confused_pairs(confusion: np.ndarray, names: list[str], top: int) -> pd.DataFrame:
     """The largest off-diagonal cells: true class, predicted class, count, share of the true."""
@@ -122,8 +124,8 @@ if len(pairs) and record["predictions"] is not None:
     top = min(10, len(pairs))
     shown = st.slider("Pairs with example images", 0, top, min(3, top), key="classes_examples")
     try:
-        split = common.run_split(record["config"])
-    except (ValueError, OSError) as error:  # a DataError is a ValueError
+        split = common.run_split(common.run_config(row["path"]))
+    except (LabError, OSError) as error:  # a DataError is a LabError
         st.warning(f"No example images: {error}")
         shown = 0
     for pair in pairs.head(shown).to_dict("records"):

@@ -5,6 +5,7 @@ import numpy as np
 import streamlit as st
 
 from lab.data import SPLITS
+from lab.errors import LabError
 
 st.title("Data")
 table = common.runs_table()
@@ -17,20 +18,19 @@ if usable.empty:
 left, middle, right = st.columns(3)
 runs = list(usable["run"])
 run = left.selectbox("Data of run", runs, key="data_run")
-config = usable.set_index("run").loc[run].filter(like="cfg_")
-config = {key.removeprefix("cfg_"): value for key, value in config.items()}
 split_name = middle.radio("Split", SPLITS[:3], horizontal=True, key="data_split")
 per_class = right.slider("Images per class", 2, 16, 8, key="data_per_class")
 try:
+    config = common.run_config(usable.set_index("run").loc[run, "path"])
     split = common.run_split(config, split_name)
-except (ValueError, OSError) as error:  # a DataError is a ValueError
+except (LabError, OSError) as error:  # a DataError is a LabError
     st.error(f"Cannot read the data of {run}: {error}")
     st.stop()
 
 labels = np.asarray(split.labels)
 st.caption(
     f"{split_name}: {len(labels)} images, {len(split.names)} classes "
-    f"(source {config['data'] or 'default'}, cache {config['cache_dir'] or 'default'})"
+    f"(source {config.data or 'default'}, cache {config.cache_dir or 'default'})"
 )
 classes = st.multiselect(
     "Classes",

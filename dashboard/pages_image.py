@@ -4,6 +4,7 @@ import common
 import numpy as np
 import streamlit as st
 
+from lab.errors import LabError
 from lab.explain import METHODS, overlay
 from lab.predict import decode
 
@@ -12,8 +13,8 @@ def show(run: str, path: str, image: np.ndarray, methods: list[str], key: str) -
     """One row: the picture as the model sees it, the run's top-5 and a map per method."""
     try:
         top, maps = common.picture_maps(path, common.checkpoint_version(path), image, methods)
-    except Exception as error:  # a damaged checkpoint or a missing data cache: say why, go on
-        st.error(f"{run}: cannot use this run: {type(error).__name__}: {error}")
+    except (LabError, OSError) as error:  # a damaged checkpoint or a missing data cache
+        st.error(f"{run}: cannot use this run: {error}")
         return
     st.markdown(f"**{run}**: explaining *{top['name'].iloc[0]}*")
     caption = "64x64, as the model sees it"
@@ -50,7 +51,7 @@ for number, upload in enumerate(uploads):
     st.subheader(upload.name)
     try:
         image = decode(upload.getvalue(), upload.name)
-    except ValueError as error:
+    except LabError as error:  # not a picture, or a damaged one
         st.error(str(error))
         continue
     for name in [run] if other == "(none)" else [run, other]:

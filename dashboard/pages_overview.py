@@ -103,4 +103,5 @@ if len(picked) > 1:
     config = table.set_index("run").loc[picked].filter(like="cfg_")
     differs = [c for c in config if config[c].astype(str).nunique() > 1]
     st.caption("Config values that differ between the picked runs")
-    st.dataframe(config[differs].T, key="overview_config_diff")
+    # as text: a run's column mixes names and numbers, which a table column cannot hold
+    st.dataframe(config[differs].T.astype(str), key="overview_config_diff")

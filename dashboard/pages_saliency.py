@@ -6,6 +6,7 @@ import common
 import numpy as np
 import streamlit as st
 
+from lab.errors import LabError
 from lab.explain import METHODS, overlay
 
 
@@ -35,11 +36,10 @@ run = st.selectbox(
 )
 path = usable.loc[run, "path"]
 try:
-    config = common.run_predictor(path).config
-    split = common.run_split(vars(config))
+    split = common.run_split(common.run_predictor(path).config)
     record = common.run_record(path)
-except Exception as error:  # an unreadable checkpoint, record or data cache: say why, go on
-    st.error(f"{run}: cannot explain this run: {type(error).__name__}: {error}")
+except (LabError, OSError) as error:  # an unreadable checkpoint, record or data cache
+    st.error(f"{run}: cannot explain this run: {error}")
     st.stop()
 
 mode = st.radio(
@@ -113,8 +113,8 @@ other = st.selectbox(
 if other != "(none)":
     try:
         show(other, same.loc[other, "path"], split, index, methods, explain_true)
-    except Exception as error:  # the same guard as for the first run
-        st.error(f"{other}: cannot explain this run: {type(error).__name__}: {error}")
+    except (LabError, OSError) as error:  # the same guard as for the first run
+        st.error(f"{other}: cannot explain this run: {error}")
 st.caption(
     "Maps show magnitude (brighter = more influence on the explained class's logit); "
     "Grad-CAM uses the model's last convolution; "

@@ -1,4 +1,4 @@
-"""The `lab` command: data, models, train, evaluate, predict, runs, sweep and figures."""
+"""The `lab` command: data, weights, models, train, evaluate, predict, runs, sweep and figures."""
 
 import argparse
 import json
@@ -62,6 +62,15 @@ def cmd_data(args: argparse.Namespace) -> None:
     if args.action == "prepare":
         print(data.prepare(source, cache_dir=cache_dir))
     print(data.data_info(source=source, cache_dir=cache_dir))
+
+
+def cmd_weights(args: argparse.Namespace) -> None:
+    """Say whether the ImageNet GoogLeNet weights are cached; fetch them with --download."""
+    from lab.models.inception import download_weights, weights_status
+
+    if args.download:
+        download_weights()
+    print(weights_status())
 
 
 def cmd_models(args: argparse.Namespace) -> None:
@@ -245,13 +254,27 @@ def parser() -> argparse.ArgumentParser:
     sub = main_parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("data", help="get, decode and describe Tiny ImageNet")
-    p.add_argument("action", choices=["prepare", "info"])
+    p.add_argument(
+        "action",
+        choices=["prepare", "info"],
+        help="prepare: download (if needed) and decode into the cache; info: describe both",
+    )
     p.add_argument("--data", default="", help="archive or folder (default: $TINY_IMAGENET)")
     p.add_argument("--cache-dir", default="", help="cache folder (default: $LAB_DATA_DIR/cache)")
     p.set_defaults(func=cmd_data)
 
+    p = sub.add_parser("weights", help="whether the ImageNet GoogLeNet weights are cached")
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch them into the torch hub cache ($TORCH_HOME) if missing, hash checked",
+    )
+    p.set_defaults(func=cmd_weights)
+
     p = sub.add_parser("models", help="list the registered models")
-    p.add_argument("--input-size", type=int, default=64)
+    p.add_argument(
+        "--input-size", type=int, default=64, help="image side the MACs are counted at (pixels)"
+    )
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("train", help="train one model; every config field is an option")
@@ -277,32 +300,34 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_transfer)
 
     p = sub.add_parser("evaluate", help="recompute a run's accuracies from its checkpoint")
-    p.add_argument("run")
-    p.add_argument("--device", default="auto")
+    p.add_argument("run", help="run folder with a checkpoint.pt and summary.json")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="a run's top-5 classes for your own JPEG or PNG images")
     p.add_argument("run", help="run folder with a checkpoint.pt")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG or PNG files, any size")
     p.add_argument("--json", action="store_true", help="one JSON list for machines")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("runs", help="a table of runs")
-    p.add_argument("root", nargs="?", default="runs")
+    p.add_argument("root", nargs="?", default="runs", help="runs root folder (default: runs)")
     p.add_argument(
         "--to", type=float, metavar="PCT", help="also the training minutes to this val top-1 (%%)"
     )
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("export", help="copy run records without checkpoints (for results/)")
-    p.add_argument("runs_root")
-    p.add_argument("dest")
+    p.add_argument("runs_root", metavar="RUNS_ROOT", help="folder of run folders to copy from")
+    p.add_argument("dest", metavar="DEST", help="folder to write the records to, e.g. results/")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("sweep", help="run a preset's notebooks for several models")
-    p.add_argument("--preset", choices=list(PRESETS), required=True)
+    p.add_argument(
+        "--preset", choices=list(PRESETS), required=True, help="the models and values to run"
+    )
     p.add_argument("--models", default="", help="comma-separated (default: the preset's)")
-    p.add_argument("--runs-root", default="runs")
+    p.add_argument("--runs-root", default="runs", help="where the run folders go (default: runs)")
     p.add_argument("--data", default="", help="archive or folder (default: $TINY_IMAGENET)")
     p.add_argument("--export", default="", help="copy each finished run's record here")
     p.add_argument(
@@ -320,8 +345,8 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("figures", help="regenerate the figures from run records")
-    p.add_argument("runs_root")
-    p.add_argument("--out", default="figures")
+    p.add_argument("runs_root", metavar="RUNS_ROOT", help="folder of run folders to plot")
+    p.add_argument("--out", default="figures", help="folder for the PNGs (default: figures)")
     p.set_defaults(func=cmd_figures)
     return main_parser
 

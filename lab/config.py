@@ -56,7 +56,9 @@ class Config:
     grad_clip: float = knob(0.0, "max gradient norm, 0 = off")
     normalize: str = knob("pixel", "pixel = subtract the mean image (the study) | channel")
     pretrained: bool = knob(False, "inception only: start from ImageNet weights")
-    weights: str = knob("", "inception only: local weights file ('' = torch hub cache)")
+    weights: str = knob(
+        "", "inception only: local weights file ('' = torch hub cache, downloaded there if missing)"
+    )
     input_size: int = knob(64, "inception only: upsample inputs inside the model to this side")
     freeze_backbone: bool = knob(False, "train the classifier only")
     init_from: str = knob("", "run folder or checkpoint to start from; its classifier replaced")
@@ -109,7 +111,9 @@ def make_config(values: Mapping[str, Any]) -> Config:
     """A checked Config from field values (strings or JSON), over the preset they name, if any."""
     given = {name: parse(name, value) for name, value in values.items()}
     model = given.get("model", FIELDS["model"].default)
-    preset = preset_values(given.get("preset", ""), model, bool(given.get("weights")))
+    # the preset's with-weights values apply when weights are asked for or can be had
+    wants_weights = bool(given.get("weights") or given.get("pretrained"))
+    preset = preset_values(given.get("preset", ""), model, wants_weights)
     config = Config(**{name: parse(name, value) for name, value in preset.items()} | given)
     check_config(config)
     return config
@@ -119,6 +123,23 @@ def read_config(run_dir: Path) -> Config:
     """The Config of a run's config.json; fields this version does not know are passed over."""
     record = json.loads((Path(run_dir) / "config.json").read_text())
     return Config(**{name: parse(name, value) for name, value in record.items() if name in FIELDS})
+
+
+def config_record(config: Config) -> dict:
+    """A run's config.json: every field but runs_root (the folder's parent is its root, and a
+    record keeps no path of the machine that made it), as a new run's."""
+    record = dataclasses.asdict(config) | {"resume": False}
+    del record["runs_root"]
+    return record
+
+
+def experiment_changes(recorded: Config, config: Config) -> list[str]:
+    """Each EXPERIMENT_FIELDS field in which `config` differs from a run's recorded config."""
+    return [
+        f"{name} {getattr(recorded, name)!r} recorded, {getattr(config, name)!r} given"
+        for name in EXPERIMENT_FIELDS
+        if getattr(config, name) != getattr(recorded, name)
+    ]
 
 
 def resume_config(run_dir: Path, changes: Mapping[str, Any]) -> Config:

@@ -9,6 +9,7 @@ place, so a cache folder with a meta.json is always complete.
 
 import fcntl
 import hashlib
+import io
 import json
 import multiprocessing
 import os
@@ -28,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from PIL import JpegImagePlugin
 from tqdm import tqdm
 
 from lab.errors import LabError
@@ -292,25 +294,22 @@ def _layout(source: Path, members: list[str], read: Callable[[str], bytes]) -> d
 
 
 def _decode(blobs: list[bytes], names: list[str], where: str) -> np.ndarray:
-    """JPEG bytes -> uint8 (n, 64, 64, 3) RGB; libjpeg converts grayscale and CMYK to RGB."""
-    from torchvision.io import ImageReadMode, decode_jpeg  # see _build
-
-    data = [torch.from_numpy(np.frombuffer(bytearray(b), np.uint8)) for b in blobs]
-    try:
-        images = decode_jpeg(data, mode=ImageReadMode.RGB)
-    except (RuntimeError, ValueError):  # one bad file fails the batch: find and name it
-        images = []
-        for tensor, name in zip(data, names, strict=True):
-            try:
-                images.append(decode_jpeg(tensor, mode=ImageReadMode.RGB))
-            except (RuntimeError, ValueError) as e:
-                reason = str(e).split(", ")[-1]  # drop torchvision's "decode_jpeg, file:line, "
-                raise DataError(f"{where}: {name}: unreadable JPEG ({reason})") from None
-    for image, name in zip(images, names, strict=True):
-        if image.shape != (3, SIZE, SIZE):
-            height, width = image.shape[1:]
-            raise DataError(f"{where}: {name}: image is {width}x{height}, expected {SIZE}x{SIZE}")
-    return torch.stack(images).permute(0, 2, 3, 1).numpy()
+    """JPEG bytes -> uint8 (n, 64, 64, 3) RGB; grayscale and CMYK become RGB."""
+    # PIL (libjpeg-turbo) rather than torchvision.io, deprecated since torchvision 0.29: the
+    # same pixels, no new dependency; benchmarks/data.py measures the decoders.
+    images = np.empty((len(blobs), SIZE, SIZE, 3), np.uint8)
+    for i, (blob, name) in enumerate(zip(blobs, names, strict=True)):
+        try:
+            picture = JpegImagePlugin.JpegImageFile(io.BytesIO(blob))  # the header only
+            if picture.size != (SIZE, SIZE):  # before decoding: the header has the size
+                width, height = picture.size
+                raise DataError(
+                    f"{where}: {name}: image is {width}x{height}, expected {SIZE}x{SIZE}"
+                )
+            images[i] = picture.convert("RGB")
+        except (OSError, SyntaxError, EOFError) as e:  # PIL's errors for a damaged file
+            raise DataError(f"{where}: {name}: unreadable JPEG ({e})") from None
+    return images
 
 
 # ----------------------------------------------------------------------------- cache build
@@ -343,11 +342,6 @@ def _decode_job(job: tuple[str, int, list[str]]) -> tuple:
 
 def _build(source: Path, out: Path, progress: bool) -> None:
     """Decode the whole source into the empty folder `out`, meta.json last."""
-    # torchvision is imported here, not at the top: its import takes about 2 s (it loads
-    # torch's compiler), which every `lab` command and notebook kernel would pay without
-    # decoding a single image; before the fork, so the decoding workers inherit it.
-    import torchvision.io  # noqa: F401
-
     start_time = time.perf_counter()
     list_names, read = _open(source)
     layout = _layout(source, list_names(), read)

@@ -94,17 +94,34 @@ def predict(
     return torch.cat(outputs) if outputs else torch.zeros(0, 0)
 
 
+def config_logits(
+    model: nn.Module,
+    config: Config,
+    images: torch.Tensor,
+    mean: torch.Tensor,
+    scale: torch.Tensor,
+) -> torch.Tensor:
+    """predict() in the run's precision and flip averaging: the one path of every prediction
+    (evaluation, challenge.txt, `lab predict`, figures, the dashboard), so all agree."""
+    return predict(model, images, mean, scale, amp=config.amp, tta_flip=config.tta_flip)
+
+
 def run_logits(
     model: nn.Module, config: Config, run: RunData, images: torch.Tensor
 ) -> torch.Tensor:
-    """predict() with the run's normalization, precision and flip averaging."""
-    return predict(model, images, run.mean, run.scale, amp=config.amp, tta_flip=config.tta_flip)
+    """config_logits() with the run's normalization."""
+    return config_logits(model, config, images, run.mean, run.scale)
+
+
+def top_labels(logits: torch.Tensor, k: int = 5) -> torch.Tensor:
+    """The k likeliest labels per row, best first; the first is the prediction everywhere:
+    argmax may break a tie (common in bf16 logits) the other way than top-k's first."""
+    return logits.topk(min(k, logits.shape[1]), dim=1).indices
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """Cross-entropy loss, top-1 and top-5 accuracy (percent) of logits against labels."""
-    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-    hits = top == labels[:, None]
+    hits = top_labels(logits) == labels[:, None]
     return {
         "loss": F.cross_entropy(logits, labels).item(),
         "top1": 100 * hits[:, 0].float().mean().item(),
@@ -138,10 +155,8 @@ def split_scores(
 def prediction_tables(logits: torch.Tensor, split: data.Split) -> dict:
     """Per-class accuracy, confusion matrix and per-image predictions for a labeled split."""
     labels = torch.from_numpy(np.asarray(split.labels))
-    # the prediction is top-5's first, as in accuracy(): argmax may break a tie (common in bf16
-    # logits) the other way, and the tables would disagree with the summary's top-1
-    top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-    pred = top5[:, 0]
+    top5 = top_labels(logits)
+    pred = top5[:, 0]  # as in accuracy(), so the tables agree with the summary's top-1
     confidence = logits.softmax(dim=1).gather(1, pred[:, None])[:, 0]
     num_classes = len(split.wnids)
     confusion = torch.bincount(labels * num_classes + pred, minlength=num_classes**2)
@@ -180,7 +195,7 @@ def final_evaluation(model: nn.Module, config: Config, run: RunData, run_dir: Pa
     if "challenge" in run.splits:
         challenge = run.splits["challenge"]
         logits = run_logits(model, config, run, run.images["challenge"])
-        wnids = [challenge.wnids[i] for i in logits.argmax(dim=1).tolist()]
+        wnids = [challenge.wnids[i] for i in top_labels(logits, 1)[:, 0].tolist()]
         lines = "".join(f"{f} {w}\n" for f, w in zip(challenge.files, wnids, strict=True))
         runs.write_text(run_dir / "challenge.txt", lines)
     return scores

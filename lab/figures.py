@@ -195,7 +195,7 @@ def saliency_figure(
     import torch
 
     from lab import explain
-    from lab.predict import load_predictor
+    from lab.predict import load_predictor, top_classes
 
     methods = explain.check_methods(methods)
     files = list(files)
@@ -207,8 +207,8 @@ def saliency_figure(
         images = load_test_images(run_dir, files)
         predictor = load_predictor(run_dir)  # the checkpoint, its normalization, class names
         x = explain.inputs(images, predictor.mean, predictor.scale)
-        with torch.no_grad():
-            preds = predictor.model(x).argmax(1)
+        # the prediction of the run's own evaluation (its precision, flip averaging, tie rule)
+        preds = torch.tensor([int(t["label"].iloc[0]) for t in top_classes(predictor, images, 1)])
         maps = {m: explain.attribute(predictor.model, x, preds, m) for m in methods}
         panels[Path(run_dir).name] = (images, labels, preds, predictor.names, maps)
     rows = [(i, name) for i in range(len(files)) for name in panels]

@@ -10,8 +10,8 @@ paper:  the study's settings on the full data (SGD 0.9, lr 0.1, batch 256, wd 1e
         all 200 classes, per-pixel mean); meant for a GPU.
 best:   our recipe per model, meant to beat each study row on a GPU in minutes: one-cycle lr with
         warmup, label smoothing 0.1, crop+flip, no decay on norm/bias, more epochs (not yet
-        measured on a GPU). Inception is fine-tuned from ImageNet only when a weights file is
-        given (`weights=...`); otherwise it trains from scratch like the rest.
+        measured on a GPU). Inception is fine-tuned from ImageNet, upsampled to 128 px,
+        whenever the weights can be had (see preset_values); otherwise it trains from scratch.
 cpu:    our recipe sized for a 2-core CPU with native bf16 (fp32 elsewhere, about half the
         speed): bf16 autocast, progressive resizing (32 px for the first 40% of the epochs,
         growing to 64 px at 85%), test-time flip averaging, epochs per model sized to a stated
@@ -81,7 +81,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "normalize": "pixel",
         },
         "per_model": {},
-        # Applied only when a weights file is given: the ImageNet GoogLeNet fine-tuned at 64x64.
+        # Applied when the weights can be had: the ImageNet GoogLeNet fine-tuned at 64x64.
         "with_weights": {"inception": {"pretrained": True}},
     },
     "best": {
@@ -91,7 +91,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "alexnet_reduced": {"lr": 0.05, "grad_clip": 5.0},
             "vgg_reduced": {"epochs": 20},
         },
-        # Applied only when a weights file is given: fine-tune the ImageNet GoogLeNet upsampled.
+        # Applied when the weights can be had: fine-tune the ImageNet GoogLeNet upsampled.
         "with_weights": {
             "inception": {
                 "pretrained": True,
@@ -130,15 +130,25 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def imagenet_cached() -> bool:
+    """Whether the ImageNet GoogLeNet weights are in the torch hub cache."""
+    from lab.models.inception import hub_weights_file  # torchvision: only for inception
+
+    return hub_weights_file().is_file()
+
+
 def preset_values(preset: str, model: str, weights: bool = False) -> dict[str, Any]:
     """The Config values `preset` gives `model` ("" = none), its run named preset-model."""
-    # weights: a weights file is given, so the preset's with_weights values apply too
+    # The preset's with_weights values apply too when the weights can be had: a weights file is
+    # given (`weights`) or they are in the torch hub cache. A missing cache file does not count,
+    # so that a sweep never starts a download mid-run: `lab weights --download` fetches it first.
     if not preset:
         return {}
     if preset not in PRESETS:
         raise LabError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     spec = PRESETS[preset]
     values = {**spec["config"], **spec["per_model"].get(model, {})}
-    if weights:
-        values.update(spec.get("with_weights", {}).get(model, {}))
+    with_weights = spec.get("with_weights", {}).get(model, {})
+    if with_weights and (weights or imagenet_cached()):
+        values.update(with_weights)
     return {**values, "preset": preset, "name": f"{preset}-{model}"}

@@ -1,14 +1,16 @@
 """Run records: one folder a run, every file written atomically, and readers that never crash."""
 
+import fcntl
 import json
 import os
 import re
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -90,15 +92,31 @@ def has_checkpoint(run_dir: Path) -> bool:
     return any((Path(run_dir) / name).exists() for name in CHECKPOINTS)
 
 
-def _read_checkpoint(path: Path, map_location: Any) -> dict:
-    """torch.load of one checkpoint file, ValueError naming it when it is damaged."""
+class RefusedFile(LabError):
+    """A checkpoint that would run code on loading: never loaded, nor silently replaced."""
+
+
+def read_weights(path: Path, map_location: Any = "cpu") -> Any:
+    """torch.load of tensors and plain values only: a file whose pickle would run code or build
+    other objects is refused, never run. LabError naming the file when refused or damaged."""
     import torch
 
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # damaged bytes raise anything from EOFError to RuntimeError
-        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else ""
+        text = str(error).strip()
+        if refused := re.search(r"GLOBAL ([\w.]+)", text):
+            raise RefusedFile(
+                f"{path}: refused: loading it would call {refused[1]}; a checkpoint holds only "
+                "tensors and plain values (was it made by this lab?)"
+            ) from None
+        reason = text.splitlines()[0][:120] if text else ""
         raise LabError(f"{path}: damaged checkpoint ({type(error).__name__}: {reason})") from error
+
+
+def _read_checkpoint(path: Path, map_location: Any) -> dict:
+    """read_weights of one checkpoint file, checked to be this lab's."""
+    state = read_weights(path, map_location)
     if not isinstance(state, dict) or not {"model", "epoch", "num_classes"} <= set(state):
         raise LabError(f"{path}: not a checkpoint of this lab (no model, epoch or num_classes)")
     return state
@@ -108,7 +126,8 @@ def load_checkpoint(run_dir: Path, map_location: Any = "cpu", fallback: bool = F
     """A run's checkpoint.pt as save_checkpoint wrote it; ValueError naming the file if damaged.
 
     With `fallback` (resuming), the newest checkpoint that loads: when checkpoint.pt is damaged
-    or missing, checkpoint.prev.pt takes its place, and one line on stderr says so.
+    or missing, checkpoint.prev.pt takes its place, and one line on stderr says so. A refused
+    file (RefusedFile) stops the load: it was put there, not damaged, and is left for a look.
     """
     newest, previous = (Path(run_dir) / name for name in CHECKPOINTS)
     problems = []
@@ -117,6 +136,8 @@ def load_checkpoint(run_dir: Path, map_location: Any = "cpu", fallback: bool = F
             continue
         try:
             state = _read_checkpoint(path, map_location)
+        except RefusedFile:
+            raise
         except ValueError as error:
             problems.append(str(error))
             continue
@@ -147,25 +168,87 @@ def run_status(run_dir: Path) -> str | None:
         return None
 
 
+# The lock file of a run folder: one process at a time trains in it (or clears it); it holds
+# that process's PID and host. Kept after the run: deleting it would let two processes lock
+# two different files of one name.
+LOCK = ".lock"
+
+
+def lock_run(run_dir: Path) -> IO[str]:
+    """Hold the run folder for this process until the returned file is closed (or the process
+    dies, kill -9 too); LabError naming the process that holds it already."""
+    path = Path(run_dir) / LOCK
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path, "a+")  # noqa: SIM115 (closed by the caller, to release the lock)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            lock.close()
+            raise LabError(
+                f"{run_dir}: in use by {holder}; wait for it to end or stop it"
+            ) from None
+        try:  # the folder may have been cleared since the open: then lock the new file
+            if os.stat(path).st_ino == os.fstat(lock.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        lock.close()
+    lock.truncate(0)
+    lock.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+    lock.flush()
+    return lock
+
+
 def resume_or_clear(run_dir: Path) -> str:
-    """What an existing run folder allows: "finished", "resume" (it has a checkpoint) or "new"."""
+    """What an existing run folder allows: "finished", "resume" (it has a checkpoint) or "new".
+    A folder that another process holds (lock_run) is neither: LabError naming the process."""
     run_dir = Path(run_dir)
     if run_status(run_dir) == "finished":
         return "finished"
-    if has_checkpoint(run_dir):
-        return "resume"
-    if run_dir.exists():  # failed before its first epoch: nothing to keep
-        shutil.rmtree(run_dir)
+    if not run_dir.exists():
+        return "new"
+    with lock_run(run_dir):
+        if has_checkpoint(run_dir):
+            return "resume"
+        shutil.rmtree(run_dir)  # failed before its first epoch: nothing to keep
     return "new"
+
+
+def _edit_summary(run_dir: Path, edit: Callable[[dict], None]) -> dict:
+    """Read summary.json, edit it and write it back, one process at a time (DDP ranks, a sweep
+    and the notebook it runs), stamping the update time."""
+    path = Path(run_dir) / "summary.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The folder is locked, not the file: summary.json is replaced by a rename at each write.
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        summary = read_json(path) if path.exists() else {}
+        edit(summary)
+        summary["updated"] = pd.Timestamp.now().isoformat(timespec="seconds")
+        write_json(path, summary)
+    finally:
+        os.close(folder)
+    return summary
 
 
 def update_summary(run_dir: Path, **fields: Any) -> dict:
     """Merge fields into the run's summary.json and stamp the update time."""
-    path = Path(run_dir) / "summary.json"
-    summary = read_json(path) if path.exists() else {}
-    summary.update(fields, updated=pd.Timestamp.now().isoformat(timespec="seconds"))
-    write_json(path, summary)
-    return summary
+    return _edit_summary(run_dir, lambda summary: summary.update(fields))
+
+
+def record_failure(run_dir: Path, error: str) -> dict:
+    """Mark the run failed with `error`, unless its failure is recorded already: under DDP the
+    first rank to fail says why; the others fail because it did."""
+
+    def fail(summary: dict) -> None:
+        if summary.get("status") != "failed":
+            summary.update(status="failed", error=error)
+
+    return _edit_summary(run_dir, fail)
 
 
 def append_metrics(run_dir: Path, row: dict) -> pd.DataFrame:
@@ -368,25 +451,69 @@ def seed_table(groups: pd.DataFrame) -> pd.DataFrame:
 RECORD_FILES = ("config.json", "summary.json", "metrics.csv", "per_class.csv")
 
 
+def portable_config(config: dict) -> dict:
+    """A config.json without the paths of the machine that made it: an absolute path keeps only
+    its last part (the runs root, archive, cache, weights or run started from)."""
+    return {
+        key: Path(value).expanduser().name
+        if isinstance(value, str) and Path(value).expanduser().is_absolute()
+        else value
+        for key, value in config.items()
+    }
+
+
+def not_finished(row: dict) -> str | None:
+    """Why a load_runs row is no finished record to export ("run: status (error)"), or None."""
+    if row["status"] == "finished":
+        return None
+    error = row.get("error")
+    return f"{row['run']}: {row['status']}" + (f" ({error})" if isinstance(error, str) else "")
+
+
 def export_run(run_dir: Path, dest: Path) -> list[Path]:
-    """Copy one run's small record files into dest/<run name>/."""
-    run_dir = Path(run_dir)
-    return [
-        copy_file(run_dir / name, Path(dest) / run_dir.name / name)
-        for name in RECORD_FILES
-        if (run_dir / name).exists()
-    ]
+    """Replace dest/<run name>/ whole with one finished run's small record files."""
+    run_dir, dest = Path(run_dir), Path(dest)
+    if why := not_finished(_run_row(run_dir)):
+        raise LabError(f"not exported: {why}; only finished runs are exported")
+    target = dest / run_dir.name
+    if target.resolve() == run_dir.resolve():  # the swap would delete the run itself
+        raise LabError(f"{dest}: the runs root itself; export into another folder")
+    dest.mkdir(parents=True, exist_ok=True)
+    # Built in a hidden folder of dest (the same file system; no run folder to load_runs), then
+    # swapped in by two renames: a crash leaves the old record or the new one, never a mix (the
+    # old one in .export-*/old when it falls between the two).
+    work = Path(tempfile.mkdtemp(dir=dest, prefix=".export-"))
+    new, old = work / run_dir.name, work / "old"
+    names = [name for name in RECORD_FILES if (run_dir / name).exists()]
+    try:
+        new.mkdir()
+        config = portable_config(read_json(run_dir / "config.json"))
+        (new / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
+        for name in names:
+            if name != "config.json":
+                shutil.copyfile(run_dir / name, new / name)
+        if target.exists():  # a rename cannot replace a folder that holds files: step it aside
+            os.rename(target, old)
+        os.rename(new, target)
+    except BaseException:
+        if old.exists() and not target.exists():
+            os.rename(old, target)
+        shutil.rmtree(work)
+        raise
+    shutil.rmtree(work)
+    return [target / name for name in names]
 
 
 def export_runs(root: Path, dest: Path) -> list[Path]:
-    """Copy every run's small record files, and the root's own tables, from `root` to `dest`;
-    a broken run is left out, with one line on stderr that says why."""
+    """Export every finished run under `root` (export_run), and the root's own tables, to
+    `dest`; any other run is left out, with one line on stderr that says why."""
     root, dest = Path(root), Path(dest)
-    table = load_runs(root)
-    for line in broken_runs(table):
-        print(f"not exported: {line}", file=sys.stderr)
-    sound = [Path(path) for path in table.loc[table["status"] != "broken", "path"]]
-    written = [path for run_dir in sound for path in export_run(run_dir, dest)]
+    written = []
+    for row in load_runs(root).to_dict("records"):
+        if why := not_finished(row):
+            print(f"not exported: {why}", file=sys.stderr)
+        else:
+            written += export_run(Path(row["path"]), dest)
     written += [copy_file(table, dest / table.name) for table in sorted(root.glob("*.csv"))]
     return written
 

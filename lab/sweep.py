@@ -3,14 +3,14 @@
 import os
 import sys
 import time
-from dataclasses import asdict
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from lab import runs
-from lab.config import Config, make_config
+from lab.config import Config, config_record, experiment_changes, make_config, read_config
 from lab.errors import LabError
 from lab.presets import PRESETS
 
@@ -72,11 +72,10 @@ def execute(notebook: str, output: Path, parameters: dict, kernel: str) -> None:
 
 
 def run_line(row: dict) -> str:
-    """One line for a notebook the sweep ran: run, status, and its test top-1 or its error."""
+    """One line for a notebook the sweep ran: run, status, its test top-1 and its error."""
+    outcome = row.get("error") or ""
     if row["status"] == "finished" and "test_top1" in row:
-        outcome = f"test top-1 {row['test_top1']:.2f}%"
-    else:
-        outcome = row.get("error") or ""
+        outcome = f"test top-1 {row['test_top1']:.2f}%  {outcome}"
     return f"{row['run']}: {row['status']} in {row['sweep_time_s']:.0f} s  {outcome}".rstrip()
 
 
@@ -85,6 +84,15 @@ def error_text(error: Exception) -> str:
     if hasattr(error, "ename"):
         return f"{error.ename}: {error.evalue}"
     return f"{type(error).__name__}: {error}"
+
+
+def fit_finished(run_dir: Path) -> bool:
+    """Whether a run's summary is fit's last word: finished, with its test top-1."""
+    try:
+        summary = runs.read_json(run_dir / "summary.json")
+    except ValueError:
+        return False
+    return summary.get("status") == "finished" and "test_top1" in summary
 
 
 def compare_is_current(runs_root: Path) -> bool:
@@ -98,6 +106,31 @@ def compare_is_current(runs_root: Path) -> bool:
         return False
     changed = [path.stat().st_mtime for path in runs_root.glob("*/summary.json")]
     return max(changed, default=0.0) < book.stat().st_mtime
+
+
+def reuse_problem(run_dir: Path, config: Config) -> str | None:
+    """How the experiment recorded in a run folder that would be reused (finished, so skipped,
+    or resumed from its checkpoint) differs from `config`, or None."""
+    if runs.run_status(run_dir) != "finished" and not runs.has_checkpoint(run_dir):
+        return None  # started afresh
+    try:
+        recorded = read_config(run_dir)
+    except (OSError, ValueError) as error:
+        return f"{run_dir}: unreadable config.json ({error})"
+    changed = experiment_changes(recorded, config)
+    return f"{run_dir} is another experiment ({'; '.join(changed)})" if changed else None
+
+
+def check_reuse(configs: Iterable[Config]) -> None:
+    """Refuse, in one LabError line, runs whose folder holds another experiment: a finished one
+    would be reported as this config's result, a resumed one would mix the two."""
+    problems = [
+        problem
+        for config in configs
+        if (problem := reuse_problem(Path(config.runs_root) / config.name, config))
+    ]
+    if problems:
+        raise LabError("; ".join(problems) + ": move the folder away or choose another runs root")
 
 
 def seed_configs(
@@ -135,6 +168,8 @@ def sweep(
     Runs are named `{preset}-{model}`, or `{preset}-{model}-s{seed}` with several `seeds` (each
     model is trained once a seed); finished ones are skipped, a failed or interrupted one is
     resumed from its checkpoint (or started afresh), and a failure is recorded and passed over.
+    A folder to skip or resume that holds another experiment (its config.json) is refused
+    before any run starts. A run whose notebook fails after fit finished stays finished.
     With `export`, each run's record is copied there (`runs.export_run`) as soon as it finishes.
     Returns one row per run (status finished, skipped or failed) plus one for compare, which is
     skipped too when no run is new since it last ran cleanly.
@@ -149,6 +184,7 @@ def sweep(
         raise LabError("a sweep names each run {preset}-{model}: name cannot be set")
     overrides["runs_root"] = str(runs_root)
     configs = seed_configs(preset, models, overrides, seeds)
+    check_reuse(configs.values())
     kernel = kernel_name or default_kernel()
     rows = []
     for (model, _), config in tqdm(configs.items(), desc=f"sweep {preset}", disable=not progress):
@@ -179,20 +215,29 @@ def sweep(
             "overrides": {name: getattr(config, name) for name in [*overrides, "seed"]},
         }
         start = time.perf_counter()
+        notebook_error = None
         try:
             execute("train", run_dir / "train.ipynb", parameters, kernel)
         except Exception as error:
-            # the notebook failed before fit could record it
-            if runs.run_status(run_dir) != "failed":
+            notebook_error = error_text(error)
+            # the notebook failed before fit could record it; if fit finished and a later cell
+            # (a figure) failed, the record is whole: it stays finished (skipped next time,
+            # exported), and the error shows in this sweep's row
+            if runs.run_status(run_dir) != "failed" and not fit_finished(run_dir):
                 if not (run_dir / "config.json").exists():
-                    runs.write_json(run_dir / "config.json", asdict(config))
+                    runs.write_json(run_dir / "config.json", config_record(config))
                 runs.update_summary(
-                    run_dir, status="failed", error=error_text(error), model=model, preset=preset
+                    run_dir, status="failed", error=notebook_error, model=model, preset=preset
                 )
         summary = runs.read_json(run_dir / "summary.json")
         if export and summary.get("status") == "finished":
-            runs.export_run(run_dir, export)
+            try:
+                runs.export_run(run_dir, export)
+            except LabError as error:  # a damaged table: said, and the sweep goes on
+                print(error, file=sys.stderr)
         rows.append({**row, **summary, "sweep_time_s": time.perf_counter() - start})
+        if summary.get("status") == "finished" and notebook_error:
+            rows[-1]["error"] = f"train.ipynb failed after fit: {notebook_error}"
         if progress:  # one line a notebook
             tqdm.write(run_line(rows[-1]))
     row = {"model": None, "run": "compare", "status": "finished", "error": None}

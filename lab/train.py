@@ -4,7 +4,8 @@ Read top to bottom: the schedules, one training epoch, then `fit`: setup (device
 data, model, optimizer), the epoch loop with its checkpoint, and the final evaluation.
 Defaults are the study's recipe (SGD, momentum 0.9, lr 0.1, batch 256, weight decay 1e-4,
 5 epochs, mean-subtracted inputs); better recipes are options (lab/config.py). Runs the same
-under `torchrun --nproc_per_node=N` (DDP, one run record written by rank 0).
+under `torchrun --nproc_per_node=N` (DDP: one run record, written by rank 0; a failure by
+the rank that failed).
 """
 
 import math
@@ -13,6 +14,7 @@ import subprocess
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import IO
 
 import pandas as pd
 import torch
@@ -23,7 +25,14 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from lab import data, runs
-from lab.config import Config, check_config, model_options
+from lab.config import (
+    Config,
+    check_config,
+    config_record,
+    experiment_changes,
+    model_options,
+    read_config,
+)
 from lab.device import autocast, device_label, precision, resolve_device
 from lab.errors import LabError
 from lab.evaluate import RunData, accuracy, final_evaluation, load_data, run_logits
@@ -165,7 +174,7 @@ def load_backbone(model: nn.Module, source: Path) -> None:
     path = source / "checkpoint.pt" if source.is_dir() else source
     if not path.is_file():
         raise LabError(f"{path}: no checkpoint to start from")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = runs.read_weights(path)
     head = classifier_name(model) + "."
     kept = {k: v for k, v in state.get("model", state).items() if not k.startswith(head)}
     try:
@@ -178,6 +187,49 @@ def load_backbone(model: nn.Module, source: Path) -> None:
             f"{path}: weights of another architecture (missing {missing[:3]}, "
             f"unexpected {unexpected[:3]})"
         )
+
+
+def check_resume(config: Config, run_dir: Path) -> None:
+    """Refuse to resume a run as another experiment than its record's (as `lab train --resume`
+    does): LabError naming each field that differs."""
+    try:
+        recorded = read_config(run_dir)
+    except (OSError, ValueError) as error:
+        raise LabError(f"{run_dir / 'config.json'}: no record to resume ({error})") from error
+    changed = experiment_changes(recorded, config)
+    if changed:
+        raise LabError(
+            f"{run_dir}: a resume cannot change the experiment ({'; '.join(changed)}); "
+            "start a new run instead, e.g. with --init-from"
+        )
+
+
+def start_record(config: Config, run_dir: Path) -> IO[str]:
+    """Rank 0's start: hold the run folder (runs.lock_run), refuse a start that would overwrite
+    a record or resume another experiment, and write the config and status "running"."""
+    if config.resume and not runs.has_checkpoint(run_dir):  # before the lock makes the folder
+        raise LabError(f"{run_dir / 'checkpoint.pt'}: no checkpoint to resume from")
+    lock = runs.lock_run(run_dir)
+    try:
+        if config.resume:
+            check_resume(config, run_dir)
+        elif (run_dir / "summary.json").exists():
+            raise LabError(
+                f"{run_dir}: a run of that name exists; resume it or choose another name"
+            )
+        runs.write_json(run_dir / "config.json", config_record(config) | {"name": run_dir.name})
+        runs.update_summary(
+            run_dir,
+            status="running",
+            error=None,
+            model=config.model,
+            preset=config.preset,
+            epochs=config.epochs,
+        )
+    except BaseException:
+        lock.close()
+        raise
+    return lock
 
 
 def git_commit() -> str | None:
@@ -206,48 +258,48 @@ def fit(config: Config) -> Path:
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank = dist.get_rank() if world > 1 else 0
-    run_dir = run_folder(config)
-    if world > 1:  # every rank must agree on a time-stamped name
-        names = [run_dir]
-        dist.broadcast_object_list(names, src=0)
-        run_dir = names[0]
-    if config.resume and not runs.has_checkpoint(run_dir):
-        raise LabError(f"{run_dir / 'checkpoint.pt'}: no checkpoint to resume from")
-    if rank == 0 and not config.resume and (run_dir / "summary.json").exists():
-        raise LabError(f"{run_dir}: a run of that name exists; resume it or choose another name")
-    if rank == 0:
-        config_record = {**asdict(config), "name": run_dir.name, "resume": False}
-        runs.write_json(run_dir / "config.json", config_record)
-        runs.update_summary(
-            run_dir,
-            status="running",
-            error=None,
-            model=config.model,
-            preset=config.preset,
-            epochs=config.epochs,
-        )
+    run_dir, refusal, lock = run_folder(config), None, None
     try:
-        return _fit(config, run_dir, device, rank, world)
-    except BaseException as error:
         if rank == 0:
+            try:
+                lock = start_record(config, run_dir)
+            except (LabError, OSError) as error:  # told to every rank, which would wait for it
+                refusal = str(error)
+        if world > 1:  # rank 0 decides for all: the same (time-stamped) folder, the same refusal
+            decision = [run_dir, refusal]
+            dist.broadcast_object_list(decision, src=0)
+            run_dir, refusal = decision
+        if refusal:  # nothing of this process is recorded: the folder may be another's
+            raise LabError(refusal)
+        try:
+            return _fit(config, run_dir, device, rank, world)
+        except BaseException as error:
+            # every rank records its own failure: one that failed cannot count on the others
+            # to reach a collective and hear of it
             message = f"{type(error).__name__}: {error}"
-            runs.update_summary(run_dir, status="failed", error=message)
-        raise
+            runs.record_failure(run_dir, f"rank {rank}: {message}" if world > 1 else message)
+            raise
     finally:
+        if lock is not None:
+            lock.close()
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
 
 def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: int) -> Path:
     """The body of `fit`, once the run folder exists and failures are recorded."""
-    # ---- data: rank 0 decodes once, before the other ranks read the cache
+    # ---- data and checkpoint: rank 0 decodes once and picks the checkpoint to resume from (its
+    # fallback to checkpoint.prev.pt renames files), before the other ranks read either. On the
+    # CPU: the RNG states must stay CPU tensors; the rest moves to the model's device.
     started = time.time()
     if rank == 0:
         run = load_data(config, device)
+        state = runs.load_checkpoint(run_dir, "cpu", fallback=True) if config.resume else None
     if world > 1:
         dist.barrier()
     if rank != 0:
         run = load_data(config, device)
+        state = runs.load_checkpoint(run_dir, "cpu") if config.resume else None
     steps_per_epoch, _ = epoch_plan(len(run.images["train"]), config.batch_size, world)
     if steps_per_epoch == 0:
         raise LabError(
@@ -282,9 +334,7 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
     # ---- resume: weights, optimizer, schedule and random state of the last finished epoch
     # elapsed: training seconds; wall_before: wall seconds of the earlier processes' kept epochs
     first_epoch, elapsed, wall_before = 1, 0.0, 0.0
-    if config.resume:
-        # On the CPU: the RNG states must stay CPU tensors; the rest moves to the model's device.
-        state = runs.load_checkpoint(run_dir, "cpu", fallback=True)
+    if state is not None:
         model.load_state_dict(state["raw_model"] if ema is not None else state["model"])
         if ema is not None:
             ema.module.load_state_dict(state["model"])

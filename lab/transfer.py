@@ -15,14 +15,18 @@ from pathlib import Path
 import pandas as pd
 
 from lab import runs
-from lab.config import Config
+from lab.config import Config, check_config
+from lab.sweep import check_reuse
 from lab.train import fit
 
 MODES = ("head", "whole", "scratch")
 
 
 def fit_once(config: Config) -> Path:
-    """Train unless a finished run of that name exists; resume one that has a checkpoint."""
+    """Train unless a finished run of that name exists; resume one that has a checkpoint. Either
+    must be of this experiment (LabError if not)."""
+    check_config(config)  # its name is one folder under the runs root, before any is cleared
+    check_reuse([config])
     run_dir = Path(config.runs_root) / config.name
     action = runs.resume_or_clear(run_dir)
     if action == "finished":

@@ -4,6 +4,7 @@ root of short real runs for the dashboard tests."""
 import json
 import os
 import shutil
+import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import replace
@@ -25,7 +26,10 @@ COLORS = np.array(
 
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist, one torch thread a worker and for the processes it starts (kernels,
-    `lab` commands, torchrun): two threads a worker, a worker a core, stall one another."""
+    `lab` commands, torchrun): two threads a worker, a worker a core, stall one another. An
+    empty torch hub cache of the tests' own, so that weights a user cached never change what a
+    test sees."""
+    os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="lab-tests-torch-home-")
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ["OMP_NUM_THREADS"] = "1"
         torch.set_num_threads(1)

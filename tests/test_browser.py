@@ -145,7 +145,7 @@ def test_page_draws_content(server, browser, path, testid, inner, name, tmp_path
 
 
 def test_your_image_page_explains_an_upload(server, browser, tmp_path):
-    # AppTest cannot upload: the browser gives the page a picture of another size and mode
+    # the upload widget itself, in a browser: a picture of another size and mode
     picture = tmp_path / "my picture.png"
     Image.new("L", (200, 150), 90).save(picture)
     page = browser.new_page()

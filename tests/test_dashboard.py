@@ -1,5 +1,6 @@
 """Every dashboard page, headless (AppTest), on real run records, an empty root and broken runs."""
 
+import io
 import json
 import os
 import shutil
@@ -11,6 +12,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from PIL import Image
+from streamlit import config
 from streamlit.testing.v1 import AppTest
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
@@ -22,6 +25,15 @@ PAGES = (
     "pages_data.py",
 )
 TIMEOUT = 120  # the first run of a page imports torch and captum
+
+
+@pytest.fixture(autouse=True)
+def loopback():
+    """server.address as the project's .streamlit/config.toml sets it, wherever pytest runs."""
+    before = config.get_option("server.address")
+    config.set_option("server.address", "127.0.0.1")
+    yield
+    config.set_option("server.address", before)
 
 
 def app(root: Path, monkeypatch) -> AppTest:
@@ -221,8 +233,24 @@ def test_damaged_runs_are_named_and_the_pages_go_on(dashboard_runs, tmp_path, mo
     assert not at.exception and len(at.get("plotly_chart")) == 1
 
 
-def test_the_dashboard_starts_quietly_from_the_project_root(tmp_path):
-    # .streamlit/config.toml: no usage statistics, no lookup of an external IP, no warnings
+def listening(port: int) -> set[str]:
+    """The local addresses of the sockets listening on a TCP port (Linux's /proc/net)."""
+    addresses = set()
+    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                # the kernel prints each 32-bit word in host (little-endian) order
+                raw = bytes.fromhex(address)
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                addresses.add(socket.inet_ntop(family, words))
+    return addresses
+
+
+def test_the_dashboard_starts_quietly_on_this_machine_only(tmp_path):
+    # started from the project's root as the README says: .streamlit/config.toml alone keeps it
+    # off the network (no usage statistics, no lookup of an external IP, no warnings either)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -241,6 +269,7 @@ def test_the_dashboard_starts_quietly_from_the_project_root(tmp_path):
             time.sleep(0.5)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=5) as reply:
             assert reply.read() == b"ok"
+        assert listening(port) == {"127.0.0.1"}
     finally:
         process.terminate()
         process.wait(10)
@@ -248,3 +277,79 @@ def test_the_dashboard_starts_quietly_from_the_project_root(tmp_path):
     assert f"URL: http://localhost:{port}" in printed
     for unwanted in ("usage statistics", "external IP", "WARNING", "Warning"):
         assert unwanted not in printed, printed
+
+
+def test_started_on_every_interface_it_serves_nothing(dashboard_runs, monkeypatch):
+    # Streamlit's default address (none given: every interface) outside the project's root
+    config.set_option("server.address", None)
+    at = app(dashboard_runs, monkeypatch)
+    assert "--server.address 127.0.0.1" in text(at)
+    assert not at.sidebar.text_input and not at.dataframe
+
+
+def test_foreign_folders_are_named_and_every_page_goes_on(dashboard_runs, tmp_path, monkeypatch):
+    # folders sorted before the good run: a foreign one (config {} beside a running summary),
+    # mistyped config and summary fields, and an older run missing fields (it is fine)
+    root = tmp_path / "root"
+    for name in ("a-mistyped-config", "a-mistyped-summary", "a-missing-fields", "good"):
+        shutil.copytree(dashboard_runs / "base-2ep", root / name)
+    foreign = root / "a-foreign"
+    foreign.mkdir()
+    (foreign / "config.json").write_text("{}")
+    (foreign / "summary.json").write_text('{"status": "running", "epochs": 3}')
+
+    def edit(name: str, file: str, drop: tuple[str, ...] = (), **fields) -> None:
+        record = json.loads((root / name / file).read_text()) | fields
+        (root / name / file).write_text(json.dumps({k: record[k] for k in record if k not in drop}))
+
+    edit("a-mistyped-config", "config.json", classes="ten")
+    edit("a-mistyped-summary", "summary.json", val_top1="high", model=5)
+    edit("a-missing-fields", "config.json", drop=("classes", "first_class"))
+    edit("a-missing-fields", "summary.json", drop=("test_top1", "params", "macs"))
+
+    at = app(root, monkeypatch)
+    problems = at.dataframe[1].value.set_index("run")["error"].to_dict()
+    assert problems == {
+        "a-foreign": f"{foreign / 'config.json'}: no model (not a lab run's config)",
+        "a-mistyped-config": f"{root / 'a-mistyped-config' / 'config.json'}: "
+        "classes must be of type int, not 'ten'",
+        "a-mistyped-summary": f"{root / 'a-mistyped-summary' / 'summary.json'}: "
+        "val_top1 is 'high', not a number",
+    }
+    assert at.multiselect(key="overview_model").options == ["baseline"]
+    at.selectbox(key="overview_sort").set_value("val_top1").run()
+    assert not at.exception
+    usable = ["a-missing-fields", "good"]
+    assert page(at, "pages_curves.py").multiselect(key="curves_runs").options == usable
+    assert page(at, "pages_classes.py").selectbox(key="classes_run").options == usable
+    assert page(at, "pages_saliency.py").selectbox(key="saliency_run").options == usable
+    assert page(at, "pages_image.py").selectbox(key="image_run").options == usable
+    at = page(at, "pages_data.py")
+    assert at.selectbox(key="data_run").options == usable
+    assert len(at.get("image")) == 4  # the older run: all classes, as its defaults say
+
+
+def png(image: Image.Image) -> bytes:
+    """An image as the bytes of a PNG file."""
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def test_your_image_page_explains_uploads_and_names_a_bad_one(dashboard_runs, monkeypatch):
+    at = page(app(dashboard_runs, monkeypatch), "pages_image.py")
+    picture = png(Image.new("L", (200, 150), 90))  # another size and mode than the data's
+    at.file_uploader(key="image_uploads").set_value(
+        [("my picture.png", picture, "image/png"), ("notes.png", b"hello", "image/png")]
+    ).run()
+    assert not at.exception
+    assert [h.value for h in at.subheader] == ["my picture.png", "notes.png"]
+    assert [e.value for e in at.error] == ["notes.png: not a JPEG or PNG image"]
+    assert len(at.get("image")) == 4  # the picture at 64x64 and the three default maps
+    top = at.dataframe[0].value
+    assert list(top.columns) == ["name", "probability"] and len(top) == 4  # 4 classes: top-4
+    assert list(top["probability"]) == sorted(top["probability"], reverse=True)
+    assert f"**base-2ep**: explaining *{top['name'].iloc[0]}*" in text(at)
+    at.selectbox(key="image_other").set_value("squeeze-1ep").run()
+    assert not at.exception
+    assert len(at.get("image")) == 8 and "**squeeze-1ep**: explaining" in text(at)

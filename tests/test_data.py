@@ -4,6 +4,7 @@ import hashlib
 import io
 import shutil
 import struct
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -531,3 +532,14 @@ def test_real_archive(real_archive, real_cache) -> None:
     assert stats["mean_image"].shape == (64, 64, 3)
     assert np.all((stats["mean_channel"] > 90) & (stats["mean_channel"] < 130))
     assert np.all((stats["std_channel"] > 50) & (stats["std_channel"] < 80))
+
+
+def test_cache_decoding_is_pil_without_a_deprecation_warning() -> None:
+    # torchvision.io's decoders warn since torchvision 0.29; the cache's decode must not
+    blobs = [jpeg_bytes(tiny_image(i, seed=i), mode) for i, mode in enumerate(["RGB", "L", "CMYK"])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        images = data._decode(blobs, ["rgb.JPEG", "gray.JPEG", "cmyk.JPEG"], "x.zip")
+    assert images.shape == (3, 64, 64, 3) and images.dtype == np.uint8
+    for image, blob in zip(images, blobs, strict=True):
+        np.testing.assert_array_equal(image, pil_rgb(blob))

@@ -1,13 +1,17 @@
 """Figures (PNGs written atomically) and the run-record queries behind them (lab.records)."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from lab import figures, records, runs
+from lab import data, figures, records, runs
+from lab.config import Config
+from lab.predict import load_predictor, top_classes
 from lab.study import STUDY
+from lab.train import fit
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # conftest's dashboard_runs: base-2ep is a finished run, failed has no checkpoint
@@ -97,11 +101,50 @@ def test_preset_table_puts_presets_side_by_side() -> None:
     assert np.isnan(study_bars[2].get_height())  # resnet18 is not in the study
 
 
-def test_pick_images_right_then_wrong(dashboard_runs: Path) -> None:
-    predictions = pd.read_csv(dashboard_runs / "base-2ep" / "predictions.csv").set_index("file")
-    picked = records.pick_images(dashboard_runs / "base-2ep", correct=2, wrong=2)
-    hits = [predictions.loc[f, "label"] == predictions.loc[f, "pred"] for f in picked]
-    assert hits == sorted(hits, reverse=True) and 0 < len(picked) <= 4
+def test_pick_images_right_then_wrong(tmp_path: Path) -> None:
+    rows = [  # file, label, pred, confidence
+        ("right-low", 0, 0, 0.5),
+        ("wrong-high", 1, 0, 0.9),
+        ("right-high", 2, 2, 0.8),
+        ("wrong-low", 3, 1, 0.4),
+        ("right-mid", 1, 1, 0.7),
+        ("wrong-mid", 0, 3, 0.6),
+    ]
+    table = pd.DataFrame(rows, columns=["file", "label", "pred", "confidence"])
+    table.insert(0, "index", range(len(table)))
+    table["top5"] = table["pred"].astype(str)
+    runs.write_csv(tmp_path / "predictions.csv", table)
+    right_then_wrong = ["right-high", "right-mid", "wrong-high", "wrong-mid"]
+    assert records.pick_images(tmp_path, correct=2, wrong=2) == right_then_wrong
+    assert records.pick_images(tmp_path, correct=1, wrong=3) == [
+        "right-high",
+        "wrong-high",
+        "wrong-mid",
+        "wrong-low",
+    ]
+
+
+@pytest.fixture(scope="module")
+def flip_run(tiny_config: Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished one-epoch run on all four classes, trained on unmirrored images (so a mirror
+    changes its logits) and evaluated on each image averaged with its mirror."""
+    root = str(tmp_path_factory.mktemp("flip_runs"))
+    return fit(replace(tiny_config, augment="none", tta_flip=True, runs_root=root, name="flip"))
+
+
+def test_the_saliency_figure_and_challenge_predict_as_the_run(
+    flip_run: Path, tiny_cache: Path
+) -> None:
+    # one prediction everywhere: the run's precision, flip averaging and top-k's first
+    predictions = records.load_predictions(flip_run)
+    fig = figures.saliency_figure([flip_run], predictions["file"], ["saliency"])
+    titles = [ax.get_title() for ax in fig.axes[::2]]  # a row: the image, then its map
+    assert [title.split("pred: ")[1] for title in titles] == list(predictions["predicted"])
+    challenge = data.load_split("challenge", cache_dir=tiny_cache)
+    tops = top_classes(load_predictor(flip_run), np.asarray(challenge.images), k=1)
+    wnids = [challenge.wnids[int(top["label"].iloc[0])] for top in tops]
+    lines = "".join(f"{f} {w}\n" for f, w in zip(challenge.files, wnids, strict=True))
+    assert (flip_run / "challenge.txt").read_text() == lines
 
 
 def test_predictions_by_file_name(dashboard_runs: Path) -> None:

@@ -1,5 +1,6 @@
 """Model registry: shapes, pinned sizes, trainability, checkpoints, transfer weights, groups."""
 
+import socket
 from collections import Counter
 from pathlib import Path
 
@@ -255,7 +256,12 @@ def test_missing_weights_error_names_both_places(tmp_path, monkeypatch):
     with pytest.raises(ValueError) as err:
         build_model("inception", pretrained=True, weights=str(tmp_path / "nope.pth"))
     assert "nope.pth" in str(err.value) and cached in str(err.value)
-    with pytest.raises(ValueError, match=cached):
+    with socket.socket() as probe:  # a port on 127.0.0.1 that nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/{HUB_NAME}"
+    monkeypatch.setattr(GoogLeNet_Weights.IMAGENET1K_V1.value, "url", url)
+    with pytest.raises(ValueError, match=cached):  # no download can fill the cache: it says where
         build_model("inception", pretrained=True)
 
 

@@ -2,19 +2,21 @@
 
 import io
 import json
+import struct
+import warnings
+import zlib
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
 from lab import data
 from lab.cli import main
 from lab.config import Config
-from lab.evaluate import predict
-from lab.predict import decode, load_predictor, read_image, top_classes
+from lab.predict import decode, load_predictor, read_image
 from lab.train import fit
 
 
@@ -68,24 +70,26 @@ def test_files_that_are_not_images_are_named(tmp_path: Path) -> None:
         read_image(tmp_path / "missing.png")
 
 
-def test_a_data_set_image_gets_the_runs_own_prediction(run: Path, tiny_cache: Path) -> None:
-    # a test image saved losslessly must score exactly as the run scores it in evaluation
-    predictor = load_predictor(run)
-    assert predictor.names == ["thing0", "thing1", "thing2", "thing3"]  # words.txt, first name
+def test_lab_predict_gives_a_test_image_the_class_in_predictions_csv(
+    run: Path, tiny_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # test images saved losslessly: `lab predict` must rank the classes as the run's own
+    # evaluation did (the run's precision and flip averaging, top-k's first as the class)
+    assert load_predictor(run).names == ["thing0", "thing1", "thing2", "thing3"]  # words.txt
     test = data.load_split("test", cache_dir=tiny_cache)
-    images = np.asarray(test.images[:6])
-    blobs = [encoded(Image.fromarray(image), "PNG") for image in images]
-    decoded = np.stack([decode(blob, "x.png") for blob in blobs])
-    np.testing.assert_array_equal(decoded, images)
-    stats = data.load_stats(cache_dir=tiny_cache)
-    mean, scale = data.normalizer(stats, "channel")
-    model = predictor.model
-    logits = predict(model, torch.from_numpy(images), mean, scale, amp=False, tta_flip=True)
-    tables = top_classes(predictor, decoded)
-    for table, probs in zip(tables, logits.softmax(1), strict=True):
-        assert list(table["label"]) == probs.argsort(descending=True)[:4].tolist()
-        np.testing.assert_allclose(table["probability"], probs.sort(descending=True).values[:4])
-        assert list(table["name"]) == [predictor.names[i] for i in table["label"]]
+    paths = [tmp_path / f"{file}.png" for file in test.files]
+    for path, image in zip(paths, test.images, strict=True):
+        Image.fromarray(np.asarray(image)).save(path)
+    np.testing.assert_array_equal(np.stack([read_image(p) for p in paths]), test.images)
+    assert main(["predict", str(run), *map(str, paths), "--json"]) == 0
+    evaluated = pd.read_csv(run / "predictions.csv").set_index("file")
+    results = json.loads(capsys.readouterr().out)
+    for file, result in zip(test.files, results, strict=True):
+        labels = [row["label"] for row in result["top5"]]
+        assert labels[0] == evaluated.loc[file, "pred"], file
+        assert labels == [int(label) for label in evaluated.loc[file, "top5"].split()], file
+        confidence = result["top5"][0]["probability"]
+        assert confidence == pytest.approx(evaluated.loc[file, "confidence"], abs=1e-4), file
 
 
 def test_cli_predicts_each_file_and_names_the_bad_one(
@@ -119,14 +123,72 @@ def test_cli_predicts_each_file_and_names_the_bad_one(
 
 def test_explain_picture_gives_the_top5_and_a_map_a_method(run: Path) -> None:
     # what the dashboard's "Your image" page shows for an upload
-    from lab.explain import METHODS, explain_picture
+    from lab.explain import METHODS, explain_picture, inputs
 
     predictor = load_predictor(run)
     picture = Image.new("RGB", (300, 200), (230, 210, 40))
     image = decode(encoded(picture, "JPEG"), "yellow.jpg")
     top, maps = explain_picture(predictor, image, METHODS)
-    assert top.equals(top_classes(predictor, image[None])[0])
+    assert list(top["probability"]) == sorted(top["probability"], reverse=True)
+    assert list(top["name"]) == [predictor.names[label] for label in top["label"]]
+    # the maps explain the top class: its saliency map is the gradient of that class's logit
+    x = inputs(image[None], predictor.mean, predictor.scale).requires_grad_()
+    predictor.model(x)[0, int(top["label"].iloc[0])].backward()
+    np.testing.assert_allclose(maps["saliency"], x.grad.abs().sum(1)[0], rtol=1e-5, atol=1e-8)
     assert set(maps) == set(METHODS)
     for method, attribution in maps.items():
         assert attribution.shape == (64, 64), method
         assert np.isfinite(attribution).all() and (attribution >= 0).all(), method
+
+
+def png_of_size(width: int, height: int) -> bytes:
+    """A PNG whose header says width x height, with a few rows of its zero pixels: kilobytes
+    that would inflate to width * height * 3 bytes."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    rows = zlib.compress(bytes((1 + 3 * width) * 4), 9)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+    )
+
+
+def test_pictures_over_the_pixel_or_aspect_limit_are_refused_by_their_header(
+    tmp_path: Path,
+) -> None:
+    tall = tmp_path / "tall.png"
+    tall.write_bytes(encoded(Image.new("L", (1, 4000)), "PNG"))
+    assert tall.stat().st_size < 200  # once 64x256000 RGB on the way to 64x64
+    with pytest.raises(ValueError, match=rf"^{tall}: PNG of 1x4000 pixels, its long side over"):
+        read_image(tall)
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(png_of_size(100_000, 80_000))  # 24 GB decoded
+    assert huge.stat().st_size < 2_000
+    with pytest.raises(ValueError, match=rf"^{huge}: PNG of 100000x80000 pixels, over the limit"):
+        read_image(huge)
+    wide = encoded(Image.new("RGB", (400, 20), (10, 200, 10)), "JPEG")  # 20:1 is still taken
+    assert decode(wide, "wide.jpg").shape == (64, 64, 3)
+
+
+def test_decoding_is_pil_with_exif_orientation_and_no_deprecation_warning() -> None:
+    # red left half, blue right; EXIF orientation 6: the camera was turned, shown rotated 90°
+    picture = Image.new("RGB", (128, 64), (0, 0, 250))
+    picture.paste((250, 0, 0), (0, 0, 64, 64))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    blob = encoded(picture, "PNG")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torchvision.io's decoders warn since 0.29
+        unturned = decode(blob, "plain.png")
+        out = io.BytesIO()
+        picture.save(out, "JPEG", exif=exif.tobytes(), quality=95)
+        turned = decode(out.getvalue(), "turned.jpg")
+    assert unturned[32, 16, 0] > 200 and unturned[32, 48, 2] > 200  # red left, blue right
+    assert turned[16, 32, 0] > 200 and turned[48, 32, 2] > 200  # red on top, blue below
+    # a 16-bit grey PNG: its top 8 bits, the same in R, G and B
+    grey = decode(encoded(Image.fromarray(np.full((70, 90), 0xC8FF, np.uint16)), "PNG"), "g.png")
+    assert (grey == 0xC8).all()

@@ -1,7 +1,9 @@
 """Presets, the one config path (make_config), and papermill sweeps on tiny data."""
 
 import os
+import re
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import nbformat
@@ -9,12 +11,21 @@ import pytest
 from conftest import images_shown
 from jupyter_client.kernelspec import KernelSpecManager
 
+import lab.sweep
 from lab import runs
 from lab.config import Config, make_config
 from lab.models import model_names
 from lab.presets import PRESETS
 from lab.study import STUDY_MODELS
-from lab.sweep import compare_is_current, default_kernel, sweep
+from lab.sweep import (
+    NOTEBOOKS,
+    check_reuse,
+    compare_is_current,
+    default_kernel,
+    seed_configs,
+    sweep,
+)
+from lab.transfer import fit_once
 
 
 def preset_config(preset: str, model: str, **values: object) -> Config:
@@ -137,10 +148,11 @@ def test_sweep_records_failures_goes_on_and_skips_finished(
 ) -> None:
     # an interrupted squeezenet run whose checkpoint is broken: the sweep resumes it, fit fails
     broken = tmp_path / "quick-squeezenet"
-    runs.write_json(broken / "config.json", {"model": "squeezenet"})
+    overrides = tiny(tiny_archive, tiny_cache)
+    wanted = seed_configs("quick", ["squeezenet"], {**overrides, "runs_root": str(tmp_path)})
+    runs.write_json(broken / "config.json", asdict(wanted["squeezenet", None]))
     runs.write_json(broken / "summary.json", {"status": "running", "model": "squeezenet"})
     (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    overrides = tiny(tiny_archive, tiny_cache)
     first = sweep("quick", ["squeezenet", "baseline"], tmp_path, overrides, progress=False)
     assert first.set_index("run")["status"].to_dict() == {
         "quick-squeezenet": "failed",
@@ -173,3 +185,83 @@ def test_sweep_records_failures_goes_on_and_skips_finished(
     assert not compare_is_current(tmp_path)
     # the kernels' warning that their TCP ports are unencrypted stays in the kernels
     assert "without encryption" not in capfd.readouterr().err
+
+
+def record_of(config: Config, status: str = "finished") -> Path:
+    """A run folder of `config` as the sweep finds it: finished, or interrupted (a checkpoint)."""
+    run_dir = Path(config.runs_root) / config.name
+    runs.write_json(run_dir / "config.json", asdict(config))
+    runs.write_json(run_dir / "summary.json", {"status": status, "test_top1": 50.0})
+    if status == "running":
+        (run_dir / "checkpoint.pt").write_bytes(b"an interrupted run's")
+    return run_dir
+
+
+@pytest.mark.parametrize("status", ["finished", "running"])
+@pytest.mark.parametrize(
+    ("changes", "seeds", "differs"),
+    [
+        ({"epochs": "10"}, [4], "epochs 2 recorded, 10 given"),  # --set epochs=10 after epochs=2
+        ({}, [3], "seed 4 recorded, 3 given"),  # --seeds 3 after --seeds 4
+        ({"lr": "0.3"}, [4], "lr 0.05 recorded, 0.3 given"),
+    ],
+)
+def test_a_run_of_another_experiment_is_refused_before_any_run(
+    tmp_path: Path, status: str, changes: dict, seeds: list[int], differs: str
+) -> None:
+    recipe = {"epochs": 2, "lr": 0.05}
+    made = seed_configs("quick", ["baseline"], {**recipe, "runs_root": str(tmp_path)}, [4])
+    run_dir = record_of(made["baseline", 4], status)
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(ValueError, match=re.escape(f"{run_dir} is another experiment ({differs})")):
+        sweep(
+            "quick",
+            ["squeezenet", "baseline"],  # the refused run comes second: nothing starts
+            tmp_path,
+            {**recipe, **changes, "device": "cpu"},
+            kernel_name="no-such-kernel",
+            progress=False,
+            seeds=seeds,
+        )
+    assert sorted(tmp_path.rglob("*")) == before
+    # the same experiment is reused, however it goes on (device, data, cache, quiet)
+    same = seed_configs("quick", ["baseline"], {**recipe, "device": "cuda", "quiet": True}, [4])
+    check_reuse([replace(same["baseline", 4], runs_root=str(tmp_path))])
+
+
+def test_transfer_reuses_only_a_finished_run_of_its_experiment(tiny_config: Config, tmp_path):
+    config = replace(tiny_config, runs_root=str(tmp_path), name="transfer-head-8", per_class=8)
+    run_dir = record_of(replace(config, per_class=16))
+    with pytest.raises(ValueError, match="per_class 16 recorded, 8 given"):
+        fit_once(config)
+    record_of(config)
+    summary = runs.read_json(run_dir / "summary.json")
+    assert fit_once(replace(config, quiet=False)) == run_dir  # skipped, not trained again
+    assert runs.read_json(run_dir / "summary.json") == summary
+
+
+@pytest.mark.timeout(300)
+def test_a_notebook_failing_after_fit_keeps_its_finished_run(
+    tiny_archive: Path, tiny_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # train.ipynb with a last cell that fails, as a figure of the finished run can (and no
+    # compare.ipynb: its failure, in seconds, is not this test's)
+    books = tmp_path / "notebooks"
+    books.mkdir()
+    book = nbformat.read(NOTEBOOKS / "train.ipynb", as_version=4)
+    book.cells.append(nbformat.v4.new_code_cell('raise RuntimeError("no figure")'))
+    nbformat.write(book, books / "train.ipynb")
+    monkeypatch.setattr(lab.sweep, "NOTEBOOKS", books)
+    root, results = tmp_path / "runs", tmp_path / "results"
+    overrides = tiny(tiny_archive, tiny_cache)
+    first = sweep("quick", ["baseline"], root, overrides, progress=False, export=results)
+    assert first["status"].tolist() == ["finished", "failed"]
+    row = first.set_index("run").loc["quick-baseline"]
+    assert row["status"] == "finished" and row["test_top1"] >= 0
+    assert row["error"] == "train.ipynb failed after fit: RuntimeError: no figure"
+    summary = runs.read_json(root / "quick-baseline" / "summary.json")
+    assert summary["status"] == "finished" and summary["error"] is None
+    assert runs.read_json(results / "quick-baseline" / "summary.json") == summary
+    second = sweep("quick", ["baseline"], root, overrides, progress=False)
+    assert second.set_index("run").loc["quick-baseline", "status"] == "skipped"
+    assert runs.read_json(root / "quick-baseline" / "summary.json") == summary

@@ -18,6 +18,7 @@ from lab import data, device, runs
 from lab.cli import main
 from lab.config import Config, make_config
 from lab.device import resolve_device
+from lab.errors import LabError
 from lab.evaluate import evaluate_run, predict
 from lab.models import build_model
 from lab.train import epoch_plan, fit, lr_factor, train_size
@@ -162,6 +163,8 @@ def test_resume_after_kill_gives_the_same_rows(base: Config, capsys) -> None:
         if summary_path.exists() and runs.read_json(summary_path).get("epochs_done"):
             break  # epochs_done is written right after each checkpoint
         time.sleep(0.02)
+    with pytest.raises(LabError, match=f"in use by process {process.pid} "):
+        runs.resume_or_clear(run_dir)  # the running process holds its folder
     process.send_signal(signal.SIGKILL)
     process.wait()
     summary = runs.read_json(run_dir / "summary.json")
@@ -307,17 +310,34 @@ def test_every_rank_takes_the_same_whole_batches() -> None:
     assert epoch_plan(216, 32, 1) == (6, 32)
 
 
+# `lab train ARGS` with a failure on rank 1 when it reads its data
+FAIL_ON_RANK_1 = """\
+import os
+import sys
+
+from lab import train
+from lab.cli import main
+
+
+def lost(*args, **kwargs):
+    raise OSError("rank 1 lost its data")
+
+
+if os.environ["RANK"] == "1":
+    train.load_data = lost
+sys.exit(main(["train", *sys.argv[1:]]))
+"""
+
+
 def test_ddp_two_processes_write_one_record(base: Config, tmp_path: Path) -> None:
-    def torchrun(*args: str) -> None:
+    options = [*config_args(replace(base, runs_root=str(tmp_path))), "--device=cpu"]
+
+    def torchrun(*args: str, ok: bool = True) -> str:
+        """Run `torchrun ARGS` on two processes: its stderr, once it exited as `ok` says."""
         command = [
             str(Path(sys.executable).with_name("torchrun")),
             "--standalone",
             "--nproc_per_node=2",
-            "-m",
-            "lab.cli",
-            "train",
-            *config_args(replace(base, runs_root=str(tmp_path))),
-            "--device=cpu",
             *args,
         ]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -325,17 +345,36 @@ def test_ddp_two_processes_write_one_record(base: Config, tmp_path: Path) -> Non
         result = subprocess.run(
             command, capture_output=True, text=True, cwd=REPO, timeout=150, env=env
         )
-        assert result.returncode == 0, result.stderr[-3000:]
+        assert (result.returncode == 0) == ok, result.stderr[-3000:]
+        return result.stderr
 
-    torchrun("--name=ddp")
+    train = ("-m", "lab.cli", "train")
+    torchrun(*train, *options, "--name=ddp")
     assert [p.name for p in tmp_path.iterdir()] == ["ddp"]
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["world_size"] == 2
     assert list(pd.read_csv(tmp_path / "ddp" / "metrics.csv")["epoch"]) == [1, 2]
     assert summary["val_top1"] > 25  # learned beyond the 25% chance of four classes
 
+    # rank 0 decides for every rank: all refuse at once, none waits in a barrier to be killed
+    err = torchrun(*train, *options, "--name=ddp", ok=False)
+    assert err.count("ddp: a run of that name exists") == 2, err[-3000:]
+    # and picks the checkpoint to resume from: one fallback, one rename, both ranks train on it
+    (tmp_path / "ddp" / "checkpoint.pt").write_bytes(b"\0" * 100)
+    err = torchrun(*train, "--resume", str(tmp_path / "ddp"), "--device=cpu", "--quiet")
+    assert err.count("resuming from checkpoint.prev.pt") == 1, err[-3000:]
+    assert runs.read_json(tmp_path / "ddp" / "summary.json")["status"] == "finished"
+    assert list(pd.read_csv(tmp_path / "ddp" / "metrics.csv")["epoch"]) == [1, 2]
+    # a failure on another rank than 0 is recorded, with its rank
+    script = tmp_path / "fail_on_rank_1.py"
+    script.write_text(FAIL_ON_RANK_1)
+    torchrun(str(script), *options, "--name=ddp-failed", ok=False)
+    summary = runs.read_json(tmp_path / "ddp-failed" / "summary.json")
+    assert summary["status"] == "failed", summary
+    assert summary["error"] == "rank 1: OSError: rank 1 lost its data"
+
     # 3 classes x 17 = 51 images, batch 26: ranks of 26 and 25 images, one step of 13 each
-    torchrun("--name=uneven", "--classes=3", "--per-class=17", "--batch-size=26")
+    torchrun(*train, *options, "--name=uneven", "--classes=3", "--per-class=17", "--batch-size=26")
     assert runs.read_json(tmp_path / "uneven" / "summary.json")["status"] == "finished"
     metrics = pd.read_csv(tmp_path / "uneven" / "metrics.csv")
     trained = metrics["images_per_s"] * metrics["epoch_time_s"]  # images both ranks trained on
@@ -355,8 +394,8 @@ def test_transfer_from_a_run_to_other_classes(base: Config, finished: Path) -> N
             freeze_backbone=True,
         )
     )
-    source = torch.load(finished / "checkpoint.pt", weights_only=False)["model"]
-    state = torch.load(transfer / "checkpoint.pt", weights_only=False)["model"]
+    source = torch.load(finished / "checkpoint.pt")["model"]
+    state = torch.load(transfer / "checkpoint.pt")["model"]
     head = [k for k in state if state[k].shape != source[k].shape]
     assert head == ["fc.weight", "fc.bias"], "only the classifier is new (2 classes, not 4)"
     for key in state:
@@ -412,7 +451,7 @@ def test_train_help_explains_every_field(
         if name != "resume":  # --resume RUN takes a run folder instead
             assert f"{field.metadata['help']} (default: {field.default!r})" in help_text, name
     assert "--resume RUN continue this run folder" in help_text
-    assert "only --device, --compile, --quiet, --data, --cache-dir may change" in help_text
+    assert "only --device, --compile, --data, --cache-dir, --quiet may change" in help_text
 
 
 def test_resume_refuses_what_it_cannot_change(finished: Path, capsys) -> None:
@@ -420,7 +459,7 @@ def test_resume_refuses_what_it_cannot_change(finished: Path, capsys) -> None:
 
     code, _, err = cli(capsys, "train", "--resume", str(finished), "--epochs", "10", "--lr", "1")
     assert code == 2, err
-    assert "epochs, lr cannot change on resume (only device, compile, quiet" in err
+    assert "epochs, lr cannot change on resume (only device, compile, data, cache_dir, quiet" in err
     assert len(err.strip().splitlines()) == 1
     config = resume_config(finished, {"device": "cpu", "quiet": "false"})
     assert (config.name, config.resume, config.epochs) == ("finished", True, 2)
@@ -486,7 +525,7 @@ def test_tta_flip_averages_the_logits_of_the_mirrored_images() -> None:
 
 def test_ema_run_checkpoints_the_average_and_the_raw_weights(base: Config) -> None:
     run_dir = fit(replace(base, name="ema", ema=0.5, epochs=1))
-    state = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    state = torch.load(run_dir / "checkpoint.pt")
     assert state["ema_updates"] > 0 and state["raw_model"] is not None
     differs = [not torch.equal(state["model"][k], v) for k, v in state["raw_model"].items()]
     assert any(differs), "the evaluated weights are the average, not the last step's"

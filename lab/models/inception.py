@@ -1,8 +1,11 @@
 """Inception: torchvision's GoogLeNet (Inception v1, Szegedy et al. 2014), scratch or transfer.
 
 The study fine-tunes an ImageNet-pretrained Inception; we use torchvision's GoogLeNet with its
-IMAGENET1K_V1 weights (GoogLeNet_Weights), loaded only from a local file: the `weights` path,
-else the torch hub cache file torchvision would have downloaded. Nothing is downloaded here.
+IMAGENET1K_V1 weights (GoogLeNet_Weights), from the `weights` file if given, else from the torch
+hub cache ($TORCH_HOME/hub/checkpoints), where torchvision's weights API downloads them when they
+are missing (hash checked against the file name, written to a temporary name and renamed, so a
+partial download never looks complete). `lab weights` tells whether they are cached and fetches
+them ahead of a sweep.
 As torchvision's googlenet() builder does for pretrained weights, the file's auxiliary heads are
 dropped (aux_logits=False) and the input is transformed as by transform_input=True (the weights
 expect Google's (x - 0.5) / 0.5 input; this maps ImageNet-normalised input to that). That
@@ -16,14 +19,21 @@ unchanged. `input_size` other than 64 upsamples the input bilinearly inside the 
 224, the size the ImageNet weights were trained at).
 """
 
+import hashlib
 from collections import OrderedDict
 from functools import partial
+from http.client import HTTPException
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
 from lab.errors import LabError
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
 
 
 class BasicConv2d(nn.Module):
@@ -56,26 +66,66 @@ class InputTransform(nn.Module):
         return x * self.scale + self.shift
 
 
-def hub_weights_file() -> Path:
-    """Where torch.hub caches GoogLeNet_Weights.IMAGENET1K_V1 (honours $TORCH_HOME)."""
+def imagenet_weights() -> "WeightsEnum":
+    """torchvision's GoogLeNet_Weights.IMAGENET1K_V1: its url names the file and its hash."""
     from torchvision.models import GoogLeNet_Weights  # see inception()
 
-    name = Path(GoogLeNet_Weights.IMAGENET1K_V1.url).name
+    return GoogLeNet_Weights.IMAGENET1K_V1
+
+
+def hub_weights_file() -> Path:
+    """Where torch.hub caches GoogLeNet_Weights.IMAGENET1K_V1 (honours $TORCH_HOME)."""
+    name = Path(urlparse(imagenet_weights().url).path).name
     return Path(torch.hub.get_dir()) / "checkpoints" / name
 
 
-def load_imagenet_state(weights: str | Path | None) -> dict[str, torch.Tensor]:
-    """Load the 1000-class GoogLeNet state dict (`weights` or hub cache), without aux heads."""
-    from torchvision.models import GoogLeNet_Weights  # see inception()
-
-    cached = hub_weights_file()
-    path = Path(weights) if weights else cached
-    if not path.is_file():
-        raise LabError(
-            f"GoogLeNet ImageNet weights not found: weights={str(weights) if weights else None!r}"
-            f" (option `weights`), torch hub cache {cached} (file missing). Nothing is downloaded"
-            f" here: copy {GoogLeNet_Weights.IMAGENET1K_V1.url} to one of these places."
+def download_weights(progress: bool = True) -> Path:
+    """The hub cache file of the ImageNet weights, downloaded there first if it is missing."""
+    cached, url = hub_weights_file(), imagenet_weights().url
+    if cached.is_file():
+        return cached
+    try:
+        # torchvision's own way: torch.hub downloads to a temporary file, checks the sha256
+        # prefix that the file name carries, then renames; a failed download leaves nothing
+        imagenet_weights().get_state_dict(
+            progress=progress, check_hash=True, map_location="cpu", weights_only=True
         )
+    except (OSError, HTTPException, RuntimeError) as e:  # offline, refused, cut short, bad hash
+        reason = getattr(e, "reason", None) or e  # URLError wraps the socket's error
+        raise LabError(
+            f"GoogLeNet ImageNet weights: downloading {url} failed ({reason}); nothing was"
+            f" cached. Without internet, copy that file to {cached} or pass --weights FILE."
+        ) from None
+    return cached
+
+
+def weights_status() -> str:
+    """One line: whether the ImageNet weights are in the hub cache and their hash matches."""
+    cached, url = hub_weights_file(), imagenet_weights().url
+    if not cached.is_file():
+        return (
+            f"GoogLeNet ImageNet weights: not cached ({cached}); `lab weights --download` fetches"
+            f" {url}, or copy that file there by hand"
+        )
+    expected = torch.hub.HASH_REGEX.search(cached.name).group(1)
+    digest = hashlib.sha256(cached.read_bytes()).hexdigest()
+    if not digest.startswith(expected):
+        return (
+            f"GoogLeNet ImageNet weights: {cached} is damaged (sha256 {digest[:8]}, its name"
+            f" says {expected}): delete it and run `lab weights --download`"
+        )
+    return f"GoogLeNet ImageNet weights: cached, hash checked ({cached})"
+
+
+def load_imagenet_state(weights: str | Path | None) -> dict[str, torch.Tensor]:
+    """The 1000-class GoogLeNet state dict (`weights`, else the hub cache), without aux heads."""
+    if weights and not Path(weights).is_file():
+        raise LabError(
+            f"GoogLeNet ImageNet weights not found: weights={str(weights)!r} (option `weights`,"
+            f" file missing); without it, the torch hub cache {hub_weights_file()} is used"
+            " (downloaded there if missing)"
+        )
+    path = Path(weights) if weights else download_weights()
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -91,7 +141,7 @@ def inception(
     weights: str | None = None,
     input_size: int = 64,
 ) -> nn.Sequential:
-    """Build GoogLeNet, optionally from local ImageNet weights, with a num_classes head."""
+    """Build GoogLeNet, optionally from its ImageNet weights, with a num_classes head."""
     # Imported here: torchvision's import costs about 2 s, which every process that builds
     # only our own models would pay (every `lab` command and notebook kernel imports the
     # registry).
