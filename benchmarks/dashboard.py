@@ -22,7 +22,7 @@ import numpy as np
 from streamlit.testing.v1 import AppTest
 
 from lab.models import model_names
-from lab.runs import load_runs
+from lab.records import load_runs
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 FILES = ("config.json", "metrics.csv", "per_class.csv", "confusion.npy", "predictions.csv")

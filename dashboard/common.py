@@ -7,10 +7,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from lab import data, explain, runs
+from lab import data, explain, records, runs
 from lab.config import Config, read_config
 from lab.predict import Predictor, load_predictor, top_classes
-from lab.study import STUDY
 
 ACCURACIES = ("train_top1", "train_top5", "val_top1", "val_top5", "test_top1", "test_top5")
 # the summary.json fields the pages compute with or sort by, by the type they must have
@@ -31,7 +30,7 @@ def stamp(*paths: Path) -> tuple:
 
 def root_stamp(root: Path) -> tuple:
     """Change marker of a runs root: the run folders and their summary.json times."""
-    return tuple((p.name, *stamp(p / "summary.json")) for p in runs.run_dirs(root))
+    return tuple((p.name, *stamp(p / "summary.json")) for p in records.run_dirs(root))
 
 
 def missing(value) -> bool:
@@ -78,17 +77,14 @@ def checked(row: dict) -> dict:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _runs_table(root: str, version: tuple) -> pd.DataFrame:
-    table = runs.load_runs(Path(root))
+    table = records.load_runs(Path(root))
     # a foreign or hand-edited folder is one broken row, which every page passes over
     rows = [checked(row) for row in table.to_dict("records")]
     table = pd.DataFrame(rows, columns=table.columns).infer_objects()
     for column in ("model", "preset", *NUMBERS):
         if column not in table:
             table[column] = np.nan
-    study = table["model"].map(lambda m: STUDY.get(m) if isinstance(m, str) else None)
-    for i, split in enumerate(("train", "val", "test")):
-        table[f"study_{split}_top1"] = study.map(lambda s, i=i: s[i] if s else np.nan)
-    table["gap_test_top1"] = table["test_top1"] - table["study_test_top1"]
+    table = records.study_columns(table)
     table["progress"] = table["epochs_done"].fillna(0) / table["epochs"].where(table["epochs"] > 0)
     return table
 
@@ -131,7 +127,7 @@ def split_of(source: str, cache_dir: str, classes: int, first_class: int, split:
 
 
 def whole(value) -> int:
-    """An integer config value that may be missing (NaN or None, from older runs) as 0."""
+    """A count of the runs table that may be missing (NaN or None: not there yet) as 0."""
     return 0 if value is None or pd.isna(value) else int(value)
 
 
@@ -153,16 +149,15 @@ def checkpoint_version(path: str) -> tuple:
 @st.cache_data(show_spinner=False, max_entries=256)
 def top5(path: str, version: tuple, index: int) -> pd.DataFrame:
     """lab.predict.top_classes of one test image; version = checkpoint_version(path)."""
-    predictor = run_predictor(path)
-    images = np.asarray(run_split(predictor.config).images[index : index + 1])
-    return top_classes(predictor, images)[0]
+    images = np.asarray(run_split(run_config(path)).images[index : index + 1])
+    return top_classes(run_predictor(path), images)[0]
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def attribution(path: str, version: tuple, index: int, method: str, target: int) -> np.ndarray:
     """lab.explain.attribute map of one test image; version = checkpoint_version(path)."""
     predictor = run_predictor(path)
-    images = np.asarray(run_split(predictor.config).images[index : index + 1])
+    images = np.asarray(run_split(run_config(path)).images[index : index + 1])
     x = explain.inputs(images, predictor.mean, predictor.scale)
     return explain.attribute(predictor.model, x, target, method)[0].numpy()
 

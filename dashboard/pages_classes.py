@@ -7,35 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from lab.errors import LabError
-
-
-def confused_pairs(confusion: np.ndarray, names: list[str], top: int) -> pd.DataFrame:
-    """The largest off-diagonal cells: true class, predicted class, count, share of the true."""
-    off = confusion.astype(float).copy()
-    np.fill_diagonal(off, 0)
-    cells = np.argsort(off, axis=None)[::-1][:top]
-    rows, cols = np.unravel_index(cells, off.shape)
-    totals = confusion.sum(1)
-    return pd.DataFrame(
-        {
-            "true": rows,
-            "predicted": cols,
-            "true name": [names[r] for r in rows],
-            "predicted name": [names[c] for c in cols],
-            "count": off[rows, cols].astype(int),
-            "% of true": 100 * off[rows, cols] / np.maximum(totals[rows], 1),
-        }
-    )[lambda t: t["count"] > 0]
-
-
-def confusion_order(confusion: np.ndarray) -> np.ndarray:
-    """Class order that puts often-confused classes side by side (spectral ordering)."""
-    off = confusion.astype(float)
-    np.fill_diagonal(off, 0)
-    weights = off + off.T
-    laplacian = np.diag(weights.sum(1)) - weights
-    # the Fiedler vector: the smoothest non-constant ordering over the confusion graph
-    return np.argsort(np.linalg.eigh(laplacian)[1][:, 1])
+from lab.records import confused_pairs, confusion_order
 
 
 def heat_map(

@@ -4,7 +4,7 @@ import common
 import numpy as np
 import streamlit as st
 
-from lab.data import SPLITS
+from lab.data import SCORED_SPLITS
 from lab.errors import LabError
 
 st.title("Data")
@@ -18,7 +18,7 @@ if usable.empty:
 left, middle, right = st.columns(3)
 runs = list(usable["run"])
 run = left.selectbox("Data of run", runs, key="data_run")
-split_name = middle.radio("Split", SPLITS[:3], horizontal=True, key="data_split")
+split_name = middle.radio("Split", SCORED_SPLITS, horizontal=True, key="data_split")
 per_class = right.slider("Images per class", 2, 16, 8, key="data_per_class")
 try:
     config = common.run_config(usable.set_index("run").loc[run, "path"])

@@ -4,7 +4,7 @@ import common
 import pandas as pd
 import streamlit as st
 
-from lab import runs
+from lab import records
 
 METRICS = (*common.ACCURACIES, "best_val_top1", "gap_test_top1", "images_per_s")
 COLUMNS = {
@@ -83,7 +83,7 @@ if len(problems):
         width="stretch",
     )
 
-seeds = runs.seed_table(runs.seed_groups(table))
+seeds = records.seed_table(records.seed_groups(table))
 if len(seeds):
     st.subheader("Runs that differ only by seed")
     st.caption("Mean ± standard deviation over the seeds, in percent")

@@ -8,6 +8,7 @@ import streamlit as st
 
 from lab.errors import LabError
 from lab.explain import METHODS, overlay
+from lab.records import mistakes, same_test_split
 
 
 def show(run: str, path: str, split, index: int, methods: list[str], explain_true: bool) -> None:
@@ -36,7 +37,8 @@ run = st.selectbox(
 )
 path = usable.loc[run, "path"]
 try:
-    split = common.run_split(common.run_predictor(path).config)
+    common.run_predictor(path)  # a damaged checkpoint is said here, not in the first map
+    split = common.run_split(common.run_config(path))
     record = common.run_record(path)
 except (LabError, OSError) as error:  # an unreadable checkpoint, record or data cache
     st.error(f"{run}: cannot explain this run: {error}")
@@ -64,8 +66,7 @@ elif mode == "misclassified":
     if predictions is None:
         st.info("This run has no predictions.csv yet (it is written when the run finishes).")
         st.stop()
-    wrong = predictions[predictions["label"] != predictions["pred"]]
-    wrong = wrong.sort_values("confidence", ascending=False).head(500)
+    wrong = mistakes(predictions).head(500)
     if wrong.empty:
         st.info("No misclassified test image.")
         st.stop()
@@ -101,9 +102,7 @@ explain_true = (
 show(run, path, split, index, methods, explain_true)
 
 # runs evaluated on the same test split can be compared image by image
-keys = [k for k in ("cfg_data", "cfg_cache_dir", "cfg_classes", "cfg_first_class") if k in usable]
-matches = (usable[keys].astype(str) == usable.loc[run, keys].astype(str)).all(axis=1)
-same = usable[matches & (usable.index != run)]
+same = same_test_split(usable, run)
 other = st.selectbox(
     "Compare with run",
     ["(none)", *same.index],

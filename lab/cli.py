@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from lab import runs
+from lab import records, runs
 from lab.errors import LabError
 
 
@@ -104,9 +104,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     if int(os.environ.get("RANK", 0)) != 0:  # under torchrun, rank 0 reports
         return
     summary = runs.read_json(run_dir / "summary.json")
+    planned = (
+        f" ({summary['planned_epochs']} epochs planned to {summary['planned_train_minutes']:.3g}"
+        f" of a {config.minutes:g}-minute budget)"
+        if config.minutes
+        else ""
+    )
     print(
         f"{run_dir}: train {summary['train_top1']:.2f}  val {summary['val_top1']:.2f}  "
-        f"test {summary['test_top1']:.2f}  (top-1 %)"
+        f"test {summary['test_top1']:.2f}  (top-1 %), trained "
+        f"{summary['train_time_s'] / 60:.3g} minutes{planned}"
     )
 
 
@@ -141,31 +148,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> None:
     """Print a table of the runs under a root."""
-    table = runs.load_runs(Path(args.root))
+    table = records.load_runs(Path(args.root))
     if table.empty:
         print(f"no runs under {args.root}: try `lab sweep --preset quick` or `lab train`")
         return
-    columns = [
-        "run",
-        "model",
-        "status",
-        "epochs_done",
-        "train_top1",
-        "val_top1",
-        "test_top1",
-        "train_time_s",
-        "wall_time_s",
-        "error",
-    ]
-    shown = table.reindex(columns=columns)
+    extra = {}
     if args.to is not None:  # training minutes to a val top-1; broken records have none
-        minutes = [
-            None if row.status == "broken" else runs.minutes_to(Path(row.path), args.to)
+        extra[f"min_to_{args.to:g}"] = [
+            None if row.status == "broken" else records.minutes_to(Path(row.path), args.to)
             for row in table.itertuples()
         ]
-        shown.insert(len(columns) - 1, f"min_to_{args.to:g}", minutes)
+    shown = records.run_table(table.assign(**extra), list(extra))
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}", na_rep=""))
-    seeds = runs.seed_table(runs.seed_groups(table))
+    seeds = records.seed_table(records.seed_groups(table))
     if len(seeds):
         print("\nRuns that differ only by seed: mean ± std over the seeds (%)")
         print(seeds.to_string(index=False))
@@ -192,7 +187,7 @@ def parse_seeds(text: str) -> list[int] | None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     """Copy the runs' small record files (no checkpoints) to a folder that can be committed."""
-    written = runs.export_runs(Path(args.runs_root), Path(args.dest))
+    written = records.export_runs(Path(args.runs_root), Path(args.dest))
     print(f"{len(written)} files written under {args.dest}")
 
 
@@ -215,7 +210,7 @@ def cmd_figures(args: argparse.Namespace) -> None:
     """Regenerate the figures from a runs root."""
     from lab.figures import make_figures
 
-    for line in runs.broken_runs(runs.load_runs(Path(args.runs_root))):
+    for line in records.broken_runs(records.load_runs(Path(args.runs_root))):
         print(f"left out: {line}", file=sys.stderr)
     for path in make_figures(Path(args.runs_root), Path(args.out)):
         print(path)

@@ -39,6 +39,9 @@ class Config:
 
     model: str = knob("resnet20", "a name from the model registry (`lab models`)")
     epochs: int = knob(5, "passes over the train split (the study: 5)")
+    minutes: float = knob(
+        0.0, "training time budget: epochs planned from the measured speed; 0 = use epochs"
+    )
     batch_size: int = knob(256, "global batch, split across DDP processes")
     lr: float = knob(0.1, "peak learning rate")
     momentum: float = knob(0.9, "SGD momentum")
@@ -114,6 +117,8 @@ def make_config(values: Mapping[str, Any]) -> Config:
     # the preset's with-weights values apply when weights are asked for or can be had
     wants_weights = bool(given.get("weights") or given.get("pretrained"))
     preset = preset_values(given.get("preset", ""), model, wants_weights)
+    if "epochs" in given and "minutes" not in given:  # epochs given override a preset's budget
+        preset.pop("minutes", None)
     config = Config(**{name: parse(name, value) for name, value in preset.items()} | given)
     check_config(config)
     return config
@@ -135,10 +140,12 @@ def config_record(config: Config) -> dict:
 
 def experiment_changes(recorded: Config, config: Config) -> list[str]:
     """Each EXPERIMENT_FIELDS field in which `config` differs from a run's recorded config."""
+    # A time budget plans the epochs: the record holds the plan, the given config a fallback.
+    planned = recorded.minutes > 0 and recorded.minutes == config.minutes
     return [
         f"{name} {getattr(recorded, name)!r} recorded, {getattr(config, name)!r} given"
         for name in EXPERIMENT_FIELDS
-        if getattr(config, name) != getattr(recorded, name)
+        if getattr(config, name) != getattr(recorded, name) and not (planned and name == "epochs")
     ]
 
 
@@ -186,6 +193,7 @@ def check_config(config: Config) -> None:
     problems += [f"{key} must be positive" for key in positive if getattr(config, key) <= 0]
     non_negative = (
         "weight_decay",
+        "minutes",
         "warmup_epochs",
         "grad_clip",
         "backbone_lr",
@@ -223,7 +231,7 @@ def check_config(config: Config) -> None:
         raise LabError("bad config: " + "; ".join(problems))
 
 
-def model_options(config: Config) -> dict:
+def model_kwargs(config: Config) -> dict:
     """The model options a config sets away from their defaults (only inception takes them)."""
     keys = ("pretrained", "weights", "input_size")
     return {k: getattr(config, k) for k in keys if getattr(config, k) != FIELDS[k].default}

@@ -1,5 +1,6 @@
 """Tiny ImageNet data: find or download the archive, decode it once into a memory-mapped cache,
-split it, compute its statistics and serve normalized, augmented batches as tensors.
+split it, compute its statistics, serve normalized, augmented batches as tensors, and load a
+run's splits onto its device (load_data).
 
 The cache (default data_dir()/cache) holds, per split, `<split>_images.npy` (uint8 N,64,64,3),
 `<split>_labels.npy` (int64) and `<split>_files.txt`, plus `stats.npz` and `meta.json`
@@ -32,11 +33,14 @@ import torch.nn.functional as F
 from PIL import JpegImagePlugin
 from tqdm import tqdm
 
+from lab.config import Config
 from lab.errors import LabError
 
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 MD5 = "90528d7ca1a48142e341f4ef8d21d0de"  # of the official archive at URL
-SPLITS = ("train", "val", "test", "challenge")
+# the labeled splits, which a run reports top-1 and top-5 on; challenge is unlabeled
+SCORED_SPLITS = ("train", "val", "test")
+SPLITS = (*SCORED_SPLITS, "challenge")
 AUGMENTS = ("none", "flip", "crop_flip")
 NORMALIZE = ("pixel", "channel")  # subtract the mean image (the study) or the channel means
 SIZE = 64  # every image is SIZE x SIZE RGB
@@ -635,6 +639,58 @@ def _crop(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
     windows = padded.as_strided((padded.numel() - last, SIZE, SIZE, 3), (1, side * 3, 3, 1))
     first = ((torch.arange(len(x), device=x.device) * side + dy) * side + dx) * 3
     return windows.index_select(0, first)
+
+
+# ----------------------------------------------------------------------------- a run's data
+@dataclass
+class RunData:
+    """The splits a run sees, on its device, and the normalization of its inputs."""
+
+    splits: dict[str, Split]  # class ids, names and file names of each split
+    images: dict[str, torch.Tensor]  # uint8 (N, 64, 64, 3) per split
+    labels: dict[str, torch.Tensor]  # int64 (N,) per split; -1 for challenge
+    mean: torch.Tensor  # x = (x - mean) / scale, broadcasting against NCHW batches
+    scale: torch.Tensor
+
+    @property
+    def num_classes(self) -> int:
+        """How many classes the run tells apart."""
+        return len(self.splits["train"].wnids)
+
+
+def load_data(config: Config, device: torch.device) -> RunData:
+    """The run's splits as uint8 tensors on the device, plus the normalization tensors."""
+    cache = prepare(
+        config.data or None,
+        cache_dir=Path(config.cache_dir) if config.cache_dir else None,
+        progress=not config.quiet,
+    )
+    # The challenge format names one of all the classes per image: subsets skip it.
+    names = SPLITS if not config.classes else SCORED_SPLITS
+    splits = {
+        name: load_split(
+            name,
+            cache_dir=cache,
+            classes=config.classes,
+            first_class=config.first_class,
+            per_class=config.per_class if name == "train" else None,
+        )
+        for name in names
+    }
+    mean, scale = normalizer(load_stats(cache), config.normalize, device=device)
+    return RunData(
+        splits=splits,
+        images={
+            n: torch.from_numpy(np.ascontiguousarray(s.images)).to(device)
+            for n, s in splits.items()
+        },
+        labels={
+            n: torch.from_numpy(np.asarray(s.labels, np.int64)).to(device)
+            for n, s in splits.items()
+        },
+        mean=mean,
+        scale=scale,
+    )
 
 
 # ----------------------------------------------------------------------------- info

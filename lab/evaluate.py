@@ -1,7 +1,6 @@
-"""Evaluation, shared by the trainer, `lab evaluate`, lab.explain and the dashboard: a run's data,
-predictions, accuracies, the final per-class and prediction tables, and checkpoint loading."""
+"""Evaluation, shared by the trainer, `lab evaluate`, lab.predict and the dashboard: logits,
+accuracies, the final per-class and prediction tables, and a checkpoint's model."""
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,66 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from lab import data, runs
-from lab.config import Config, model_options, read_config
+from lab.config import Config, model_kwargs, read_config
+from lab.data import SCORED_SPLITS, RunData, load_data
 from lab.device import autocast, resolve_device
 from lab.models import build_model
 
-LABELED = ("train", "val", "test")
-
-
-@dataclass
-class RunData:
-    """The splits a run sees, on its device, and the normalization of its inputs."""
-
-    splits: dict[str, data.Split]  # class ids, names and file names of each split
-    images: dict[str, torch.Tensor]  # uint8 (N, 64, 64, 3) per split
-    labels: dict[str, torch.Tensor]  # int64 (N,) per split; -1 for challenge
-    mean: torch.Tensor  # x = (x - mean) / scale, broadcasting against NCHW batches
-    scale: torch.Tensor
-
-    @property
-    def num_classes(self) -> int:
-        """How many classes the run tells apart."""
-        return len(self.splits["train"].wnids)
-
-
-def load_data(config: Config, device: torch.device) -> RunData:
-    """The run's splits as uint8 tensors on the device, plus the normalization tensors."""
-    cache = data.prepare(
-        config.data or None,
-        cache_dir=Path(config.cache_dir) if config.cache_dir else None,
-        progress=not config.quiet,
-    )
-    # The challenge format names one of all the classes per image: subsets skip it.
-    names = data.SPLITS if not config.classes else LABELED
-    splits = {
-        name: data.load_split(
-            name,
-            cache_dir=cache,
-            classes=config.classes,
-            first_class=config.first_class,
-            per_class=config.per_class if name == "train" else None,
-        )
-        for name in names
-    }
-    mean, scale = data.normalizer(data.load_stats(cache), config.normalize, device=device)
-    return RunData(
-        splits=splits,
-        images={
-            n: torch.from_numpy(np.ascontiguousarray(s.images)).to(device)
-            for n, s in splits.items()
-        },
-        labels={
-            n: torch.from_numpy(np.asarray(s.labels, np.int64)).to(device)
-            for n, s in splits.items()
-        },
-        mean=mean,
-        scale=scale,
-    )
-
 
 @torch.no_grad()
-def predict(
+def predict_logits(
     model: nn.Module,
     images: torch.Tensor,
     mean: torch.Tensor,
@@ -101,9 +48,9 @@ def config_logits(
     mean: torch.Tensor,
     scale: torch.Tensor,
 ) -> torch.Tensor:
-    """predict() in the run's precision and flip averaging: the one path of every prediction
+    """predict_logits() in the run's precision and flip averaging: the one path of every prediction
     (evaluation, challenge.txt, `lab predict`, figures, the dashboard), so all agree."""
-    return predict(model, images, mean, scale, amp=config.amp, tta_flip=config.tta_flip)
+    return predict_logits(model, images, mean, scale, amp=config.amp, tta_flip=config.tta_flip)
 
 
 def run_logits(
@@ -142,7 +89,7 @@ def split_scores(
     sample = train_sample(len(run.images["train"]), config.train_eval_size, config.seed)
     sample = sample.to(run.images["train"].device)
     scores, logits = {}, {}
-    for name in LABELED:
+    for name in SCORED_SPLITS:
         images, labels = run.images[name], run.labels[name]
         if name == "train":
             images, labels = images[sample], labels[sample]
@@ -209,7 +156,7 @@ def load_checkpoint_model(
     config = read_config(run_dir)
     state = runs.load_checkpoint(run_dir, device)
     # The trained weights replace any pretrained ones, so no weights file is needed here.
-    options = {k: v for k, v in model_options(config).items() if k not in ("pretrained", "weights")}
+    options = {k: v for k, v in model_kwargs(config).items() if k not in ("pretrained", "weights")}
     model = build_model(config.model, num_classes=state["num_classes"], **options)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), config

@@ -14,15 +14,17 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from lab import data, runs
+from lab.data import SCORED_SPLITS
 from lab.errors import LabError
 from lab.records import (
-    SCORED_SPLITS,
     best_runs,
     finished_runs,
     load_predictions,
     load_test_images,
+    mistakes,
     pick_images,
     preset_table,
+    seed_groups,
     study_table,
 )
 from lab.study import STUDY
@@ -122,7 +124,7 @@ def accuracy_figure(table: pd.DataFrame) -> Figure:
 
 
 def seeds_figure(groups: pd.DataFrame) -> Figure:
-    """Train/val/test top-1 of each group of runs that differ only by seed (runs.seed_groups):
+    """Train/val/test top-1 of each group of runs that differ only by seed (seed_groups):
     bars at the mean over seeds, error bars of one standard deviation."""
     groups = groups[groups["runs"] > 1].reset_index(drop=True)
     if groups.empty:
@@ -149,6 +151,22 @@ def seeds_figure(groups: pd.DataFrame) -> Figure:
     return fig
 
 
+def schedule_figure(table: pd.DataFrame, title: str = "") -> Figure:
+    """A run's learning rate and training image side at each optimizer step (lab.train.schedule),
+    epoch boundaries in grey."""
+    fig = Figure(figsize=(11, 3), layout="constrained")
+    lr_ax, side_ax = fig.subplots(1, 2)
+    lr_ax.plot(table["step"], table["lr"])
+    lr_ax.set(xlabel="optimizer step", ylabel="learning rate", title=title or "learning rate")
+    side_ax.plot(table["step"], table["side"])
+    side_ax.set(xlabel="optimizer step", ylabel="image side (px)", title="image size")
+    starts = table["step"][table["epoch"].diff() > 0]  # the first step of every later epoch
+    for ax in (lr_ax, side_ax):
+        for step in starts:
+            ax.axvline(step, color="0.85", lw=0.8)
+    return fig
+
+
 def curves_figure(run_dirs: Sequence[str | Path]) -> Figure:
     """Learning curves of runs: train loss; val top-1 (solid) and train top-1 (dotted) by epoch."""
     fig = Figure(figsize=(12, 4), layout="constrained")
@@ -171,9 +189,7 @@ def curves_figure(run_dirs: Sequence[str | Path]) -> Figure:
 
 def mistakes_figure(run_dir: str | Path, count: int = 8) -> Figure:
     """The run's most confident test mistakes, titled with true and predicted class names."""
-    predictions = load_predictions(run_dir)
-    wrong = predictions[predictions["label"] != predictions["pred"]]
-    wrong = wrong.sort_values("confidence", ascending=False, kind="stable").head(count)
+    wrong = mistakes(load_predictions(run_dir)).head(count)
     fig = Figure(figsize=(1.8 * max(1, len(wrong)), 2.4), layout="constrained")
     axes = fig.subplots(1, max(1, len(wrong)), squeeze=False).ravel()
     for ax in axes:
@@ -290,7 +306,7 @@ def make_figures(runs_root: str | Path, out_dir: str | Path) -> list[Path]:
             figures["saliency.png"] = saliency_figure([top], pick_images(top))
         except ValueError as error:  # a damaged checkpoint or table: the other figures still
             print(f"saliency.png left out: {error}", file=sys.stderr)
-    groups = runs.seed_groups(table)
+    groups = seed_groups(table)
     if (groups["runs"] > 1).any():  # e.g. lab sweep --seeds 0,1,2
         figures["seeds.png"] = seeds_figure(groups)
     if table["preset"].nunique() > 1:  # e.g. paper and best runs of the same models

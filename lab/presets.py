@@ -1,21 +1,29 @@
 """Named experiment presets: Config overrides shared by all models plus per-model overrides.
 
+A CPU preset gives each model a time budget (`minutes`): the run measures its speed and plans
+its epochs (lab.train.plan_epochs), so the preset takes as long on any CPU, with or without
+native bf16 (a CPU without it runs fp32, and so fewer epochs in the same minutes).
+
 quick:  all six study models on 10 classes (all 450 train images a class, 500 val, 500 test) on
-        the CPU, epochs per model sized by its measured speed (train img/s on 2 idle cores:
-        baseline 582, alexnet_reduced 87, vgg_reduced 331, inception 356, resnet20 295,
-        squeezenet 310). `lab sweep --preset quick`, measured: test top-1 baseline 61.6,
-        alexnet_reduced 57.0, vgg_reduced 54.4, inception 47.8, resnet20 55.8, squeezenet 52.4
-        (chance 10%); 11 min 42 s on 2 idle cores, 2-4 times longer while other jobs share them.
+        the CPU, about 12 training minutes in all. Measured when it was sized in epochs, on
+        2 idle cores with native bf16 (train img/s: baseline 582, alexnet_reduced 87,
+        vgg_reduced 331, inception 356, resnet20 295, squeezenet 310): with 8, 4, 6, 6, 6 and
+        5 epochs, test top-1 baseline 61.6, alexnet_reduced 57.0, vgg_reduced 54.4, inception
+        47.8, resnet20 55.8, squeezenet 52.4 (chance 10%) in 11 min 42 s of sweep (9.8 of
+        them training, at those speeds). Each model's minutes are those epochs' time at those
+        speeds, rounded up (11.75 in all), so such a CPU now plans about 9, 4, 7, 8, 7 and 6
+        epochs. Other jobs that
+        start sharing the cores after the plan's measurement lengthen the run.
 paper:  the study's settings on the full data (SGD 0.9, lr 0.1, batch 256, wd 1e-4, 5 epochs,
         all 200 classes, per-pixel mean); meant for a GPU.
 best:   our recipe per model, meant to beat each study row on a GPU in minutes: one-cycle lr with
         warmup, label smoothing 0.1, crop+flip, no decay on norm/bias, more epochs (not yet
         measured on a GPU). Inception is fine-tuned from ImageNet, upsampled to 128 px,
         whenever the weights can be had (see preset_values); otherwise it trains from scratch.
-cpu:    our recipe sized for a 2-core CPU with native bf16 (fp32 elsewhere, about half the
-        speed): bf16 autocast, progressive resizing (32 px for the first 40% of the epochs,
-        growing to 64 px at 85%), test-time flip averaging, epochs per model sized to a stated
-        number of minutes (the comment beside each).
+cpu:    our recipe on a CPU: bf16 autocast where native (fp32 elsewhere, about half the
+        speed), progressive resizing (32 px for the first 40% of the epochs, growing to 64 px
+        at 85%), test-time flip averaging, and per model the minutes its run took on a 2-core
+        CPU with native bf16 when it was sized in epochs (the comment beside each).
 """
 
 from typing import Any
@@ -47,7 +55,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "config": {
             "classes": 10,
             "per_class": 0,  # all 450 train images of each of the 10 classes
-            "epochs": 6,
+            "epochs": 6,  # with --set minutes=0 only: the budget plans the epochs
             "batch_size": 64,
             "lr": 0.02,  # 0.05 left baseline and resnet20 near chance at batch 64
             "weight_decay": 5e-4,
@@ -57,14 +65,15 @@ PRESETS: dict[str, dict[str, Any]] = {
             "train_eval_size": 500,
             "device": "cpu",
         },
-        # epochs sized by each model's measured speed (see the module docstring)
+        # training minutes: the epochs each was measured with at its speed, rounded up (see
+        # the module docstring)
         "per_model": {
-            "baseline": {"epochs": 8},
-            "alexnet_reduced": {"epochs": 4, "warmup_epochs": 0.3},
-            "vgg_reduced": {"lr": 0.05},
-            "inception": {},
-            "resnet20": {},
-            "squeezenet": {"epochs": 5, "lr": 0.05},
+            "baseline": {"minutes": 1.25},  # 8 epochs: 1.0 minute
+            "alexnet_reduced": {"minutes": 3.5, "warmup_epochs": 0.3},  # 4 epochs: 3.4
+            "vgg_reduced": {"minutes": 1.75, "lr": 0.05},  # 6 epochs: 1.4
+            "inception": {"minutes": 1.75},  # 6 epochs: 1.3
+            "resnet20": {"minutes": 2.0},  # 6 epochs: 1.5
+            "squeezenet": {"minutes": 1.5, "lr": 0.05},  # 5 epochs: 1.2
         },
     },
     "paper": {
@@ -112,19 +121,20 @@ PRESETS: dict[str, dict[str, Any]] = {
             "tta_flip": True,
             "device": "cpu",
         },
-        # Epochs sized so that each run trains in about the minutes given (2 idle cores, bf16),
-        # estimated as 90,000 images an epoch at the bf16 train-step speed of the epoch's side
-        # (benchmarks/train.py --sizes 32,40,48,56,64 --preset cpu); the seven runs measured took
-        # 0.88 to 1.23 times their estimates.
+        # The minutes each run took (2 idle cores, native bf16) when it was sized in epochs
+        # (OUR_RECIPE's 30 unless given) from estimates of 90,000 images an epoch at the
+        # train-step speed of the epoch's side (benchmarks/train.py --sizes 32,40,48,56,64
+        # --preset cpu); the seven runs took 0.88 to 1.23 times their estimates, and the
+        # test top-1 beside each.
         "per_model": {
-            "baseline": {},  # 42 minutes estimated, 52 measured (41.4% test)
-            # 99 minutes estimated, 102 measured (46.2% test)
-            "alexnet_reduced": {"epochs": 12, "lr": 0.05, "grad_clip": 5.0},
-            "vgg_reduced": {"epochs": 24},  # 56 estimated, 64 measured (48.2% test)
-            "inception": {},  # 89 estimated, 92 measured (42.0% test)
-            "resnet20": {},  # 95 estimated, 105 measured (52.6% test)
-            "squeezenet": {"epochs": 24},  # 72 estimated, 64 measured (46.0% test)
-            "resnet18_cpu": {},  # 89 estimated, 91 measured (46.0% test)
+            "baseline": {"minutes": 52.0},  # 30 epochs (41.4% test)
+            # 12 epochs (46.2% test)
+            "alexnet_reduced": {"minutes": 102.0, "lr": 0.05, "grad_clip": 5.0},
+            "vgg_reduced": {"minutes": 64.0},  # 24 epochs (48.2% test)
+            "inception": {"minutes": 92.0},  # 30 epochs (42.0% test)
+            "resnet20": {"minutes": 105.0},  # 30 epochs (52.6% test)
+            "squeezenet": {"minutes": 64.0},  # 24 epochs (46.0% test)
+            "resnet18_cpu": {"minutes": 91.0},  # 30 epochs (46.0% test)
         },
     },
 }

@@ -15,7 +15,6 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
-from lab.config import EXPERIMENT_FIELDS, FIELDS
 from lab.errors import LabError
 
 # torch is imported where a checkpoint is read or written: `lab runs` and `lab export` start
@@ -342,7 +341,7 @@ def record_problem(path: Path, summary: dict) -> str | None:
     return None
 
 
-def _run_row(path: Path) -> dict:
+def run_row(path: Path) -> dict:
     """One table row for a run; a broken record gives status "broken" and the reason."""
     try:
         config = read_json(path / "config.json")
@@ -356,95 +355,6 @@ def _run_row(path: Path) -> dict:
         row.update(status="broken", error=problem)
     row.update({f"cfg_{key}": value for key, value in config.items()})
     return row
-
-
-def run_dirs(root: Path) -> list[Path]:
-    """The run folders under a runs root: those holding a config.json or summary.json."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    return sorted(
-        p
-        for p in root.iterdir()
-        if p.is_dir() and ((p / "config.json").exists() or (p / "summary.json").exists())
-    )
-
-
-def load_runs(root: Path) -> pd.DataFrame:
-    """A table of every run under `root`, one row each; broken runs are listed, not raised."""
-    rows = [_run_row(path) for path in run_dirs(root)]
-    return pd.DataFrame(rows, columns=None if rows else ["run", "path", "status", "error"])
-
-
-def minutes_to(run_dir: Path, val_top1: float) -> float:
-    """Training minutes (epoch times summed) until the run's val top-1 first reached `val_top1`
-    (%), from its metrics.csv; NaN when it never did or has no metrics yet."""
-    if not (Path(run_dir) / "metrics.csv").exists():
-        return float("nan")
-    metrics = read_table(Path(run_dir) / "metrics.csv")
-    reached = (metrics["val_top1"] >= val_top1).to_numpy()
-    if not reached.any():
-        return float("nan")
-    return float(metrics["epoch_time_s"].to_numpy()[: reached.argmax() + 1].sum() / 60)
-
-
-def broken_runs(table: pd.DataFrame) -> list[str]:
-    """One line per broken run of a load_runs table: its name and why it cannot be used."""
-    return [f"{row.run}: {row.error}" for row in table[table["status"] == "broken"].itertuples()]
-
-
-# Config fields that do not make two runs different experiments: the seed, and how and where a
-# run went on and was recorded (lab.config's field kinds); fields of older records count.
-NOT_THE_EXPERIMENT = ("seed", *(name for name in FIELDS if name not in EXPERIMENT_FIELDS))
-SEED_METRICS = ("train_top1", "val_top1", "test_top1", "test_top5", "best_val_top1")
-
-
-def seed_groups(table: pd.DataFrame) -> pd.DataFrame:
-    """Finished runs of a load_runs table grouped when they differ only by seed, one row a
-    group: its runs and seeds, and per metric the mean and (`<metric>_std`) the sample standard
-    deviation over seeds (NaN for a group of one run)."""
-    finished = table[table["status"] == "finished"] if len(table) else table
-    keys = [
-        column
-        for column in finished
-        if column.startswith("cfg_") and column.removeprefix("cfg_") not in NOT_THE_EXPERIMENT
-    ]
-    keys += [column for column in ("model", "preset") if column in finished]  # as summarized
-    rows = []
-    if not finished.empty:
-        # as text, so that a field missing from older records (NaN) matches itself
-        experiment = finished[keys].map(str).agg("|".join, axis=1)
-        for _, group in finished.groupby(experiment, sort=False):
-            first = group.iloc[0]
-            seeds = group.get("cfg_seed", pd.Series(dtype=object))
-            row = {
-                "group": re.sub(r"-s\d+$", "", str(first["run"])),  # as lab sweep --seeds names
-                "model": first.get("model"),
-                "preset": first.get("preset"),
-                "runs": len(group),
-                "seeds": " ".join(str(seed if pd.isna(seed) else int(seed)) for seed in seeds),
-                "run_names": " ".join(group["run"]),
-            }
-            for metric in (m for m in SEED_METRICS if m in group):
-                values = pd.to_numeric(group[metric], errors="coerce")
-                row.update({metric: values.mean(), f"{metric}_std": values.std()})
-            rows.append(row)
-    return pd.DataFrame(rows, columns=None if rows else ["group", "model", "preset", "runs"])
-
-
-def mean_std(mean: float, std: float, digits: int = 2) -> str:
-    """ "mean ± std" as text, or the mean alone when there is no spread to show (one run)."""
-    return f"{mean:.{digits}f}" if pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def seed_table(groups: pd.DataFrame) -> pd.DataFrame:
-    """The seed_groups of more than one run, each metric as "mean ± std" text, for showing."""
-    several = groups[groups["runs"] > 1] if len(groups) else groups
-    shown = several.reindex(columns=["group", "model", "preset", "runs", "seeds"])
-    for metric in (m for m in SEED_METRICS if m in several):
-        pairs = zip(several[metric], several[f"{metric}_std"], strict=True)
-        shown[metric] = [mean_std(mean, std) for mean, std in pairs]
-    return shown.reset_index(drop=True)
 
 
 # The files of a record small enough to commit (results/): no checkpoints or per-image tables.
@@ -473,7 +383,7 @@ def not_finished(row: dict) -> str | None:
 def export_run(run_dir: Path, dest: Path) -> list[Path]:
     """Replace dest/<run name>/ whole with one finished run's small record files."""
     run_dir, dest = Path(run_dir), Path(dest)
-    if why := not_finished(_run_row(run_dir)):
+    if why := not_finished(run_row(run_dir)):
         raise LabError(f"not exported: {why}; only finished runs are exported")
     target = dest / run_dir.name
     if target.resolve() == run_dir.resolve():  # the swap would delete the run itself
@@ -502,20 +412,6 @@ def export_run(run_dir: Path, dest: Path) -> list[Path]:
         raise
     shutil.rmtree(work)
     return [target / name for name in names]
-
-
-def export_runs(root: Path, dest: Path) -> list[Path]:
-    """Export every finished run under `root` (export_run), and the root's own tables, to
-    `dest`; any other run is left out, with one line on stderr that says why."""
-    root, dest = Path(root), Path(dest)
-    written = []
-    for row in load_runs(root).to_dict("records"):
-        if why := not_finished(row):
-            print(f"not exported: {why}", file=sys.stderr)
-        else:
-            written += export_run(Path(row["path"]), dest)
-    written += [copy_file(table, dest / table.name) for table in sorted(root.glob("*.csv"))]
-    return written
 
 
 def copy_file(source: Path, dest: Path) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from lab import runs
+from lab import records, runs
 from lab.config import Config, config_record, experiment_changes, make_config, read_config
 from lab.errors import LabError
 from lab.presets import PRESETS
@@ -257,6 +257,4 @@ def sweep(
     rows.append({**row, "sweep_time_s": time.perf_counter() - start})
     if progress:
         tqdm.write(run_line(rows[-1]))
-    columns = ["model", "seed", "run", "status", "sweep_time_s"]
-    columns += ["train_top1", "val_top1", "test_top1"]
-    return pd.DataFrame(rows).reindex(columns=[*columns, "error"])
+    return records.run_table(pd.DataFrame(rows), ["seed", "sweep_time_s"])

@@ -1,18 +1,21 @@
 """Train one model on Tiny ImageNet and write its run record: the whole run in one file.
 
-Read top to bottom: the schedules, one training epoch, then `fit`: setup (device, run folder,
-data, model, optimizer), the epoch loop with its checkpoint, and the final evaluation.
+Read top to bottom: the schedules and the time budget's plan, one training step and epoch, then
+`fit`: setup (device, run folder, data, model, optimizer, the epochs a budget in minutes plans),
+the epoch loop with its checkpoint, and the final evaluation.
 Defaults are the study's recipe (SGD, momentum 0.9, lr 0.1, batch 256, weight decay 1e-4,
 5 epochs, mean-subtracted inputs); better recipes are options (lab/config.py). Runs the same
 under `torchrun --nproc_per_node=N` (DDP: one run record, written by rank 0; a failure by
 the rank that failed).
 """
 
+import copy
 import math
 import os
 import subprocess
 import time
-from dataclasses import asdict
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import IO
 
@@ -30,12 +33,13 @@ from lab.config import (
     check_config,
     config_record,
     experiment_changes,
-    model_options,
+    model_kwargs,
     read_config,
 )
+from lab.data import RunData, load_data
 from lab.device import autocast, device_label, precision, resolve_device
 from lab.errors import LabError
-from lab.evaluate import RunData, accuracy, final_evaluation, load_data, run_logits
+from lab.evaluate import accuracy, final_evaluation, run_logits
 from lab.models import (
     build_model,
     classifier_name,
@@ -83,21 +87,158 @@ def train_size(epoch: int, config: Config) -> int:
     return min(data.SIZE, int(size) // 8 * 8) if config.min_size < data.SIZE else data.SIZE
 
 
-# ----------------------------------------------------------------------------- one epoch
+def train_sides(config: Config) -> range:
+    """Every side train_size can give, whatever the epochs."""
+    return range(config.min_size, data.SIZE + 1, 8)
+
+
+def lr_multiplier(config: Config, steps_per_epoch: int) -> Callable[[int], float]:
+    """The run's learning-rate multiplier at each optimizer step (its scheduler's lambda)."""
+    total = config.epochs * steps_per_epoch
+    warmup = round(warmup_epochs(config) * steps_per_epoch)
+    return lambda step: lr_factor(step, total, warmup, config.schedule)
+
+
+def lr_scheduler(
+    optimizer: torch.optim.Optimizer, config: Config, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The run's scheduler: stepped after every optimizer step."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(config, steps_per_epoch))
+
+
+def schedule(config: Config, steps_per_epoch: int) -> pd.DataFrame:
+    """The run step by step, as `fit` follows it: each optimizer step's epoch, learning rate
+    (of the classifier: backbone_lr scales the rest alike) and training image side."""
+    factor = lr_multiplier(config, steps_per_epoch)
+    steps = range(config.epochs * steps_per_epoch)
+    epochs = [step // steps_per_epoch + 1 for step in steps]
+    return pd.DataFrame(
+        {
+            "step": steps,
+            "epoch": epochs,
+            "lr": [config.lr * factor(step) for step in steps],
+            "side": [train_size(epoch, config) for epoch in epochs],
+        }
+    )
+
+
+# ----------------------------------------------------------------------------- time budget
+def schedule_seconds(config: Config, epoch_seconds: Mapping[int, float]) -> float:
+    """Training seconds of the run's schedule, given the seconds an epoch takes at each side."""
+    return sum(epoch_seconds[train_size(epoch, config)] for epoch in range(1, config.epochs + 1))
+
+
+def plan_epochs(minutes: float, epoch_seconds: Mapping[int, float], config: Config) -> int:
+    """The most epochs (at least 1) whose whole schedule, its sides and so its time, trains in
+    `minutes`, given the seconds an epoch takes at each side."""
+    budget = 60 * minutes
+    low, high = 1, max(1, int(budget / min(epoch_seconds.values())))  # no epoch is cheaper
+    # Bisection: more epochs take longer, as each epoch's side can only shrink with them (and
+    # a smaller side is no slower). `low` fits, unless it is the 1 epoch every run has.
+    while low < high:
+        middle = (low + high + 1) // 2
+        if schedule_seconds(replace(config, epochs=middle), epoch_seconds) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+# ----------------------------------------------------------------------------- one step, one epoch
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    ema: AveragedModel | None,
+    config: Config,
+    x: torch.Tensor,
+    y: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on a batch, as every run (and benchmarks/train.py) takes it: forward
+    under autocast, (label-smoothed) loss, backward, clipping, SGD, the lr schedule and the
+    weight average. Returns the loss and the logits."""
+    if not config.channels_last:
+        x = x.contiguous()  # the loader's batches are channels_last
+    with autocast(x.device, config.amp):
+        logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip:
+        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    scheduler.step()
+    if ema is not None:
+        ema.update_parameters(model)  # DDP and compile wrappers list the same tensors
+    return loss.detach(), logits.detach()
+
+
+def time_steps(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    ema: AveragedModel | None,
+    config: Config,
+    stream: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    steps: int,
+    warmup: int,
+) -> tuple[float, float]:
+    """Seconds a train_step takes on `stream`'s batches, their making included, over `steps`
+    steps after `warmup` untimed ones (first calls allocate and pick kernels), and the share
+    of that time spent waiting for batches."""
+    device = next(model.parameters()).device
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    wait = total = 0.0
+    for step in range(warmup + steps):
+        sync()
+        start = time.perf_counter()
+        x, y = next(stream)
+        sync()
+        fetched = time.perf_counter()
+        train_step(model, optimizer, scheduler, ema, config, x, y)
+        sync()
+        if step >= warmup:
+            wait += fetched - start
+            total += time.perf_counter() - start
+    return total / steps, wait / total
+
+
+def train_batches(
+    run_data: RunData,
+    config: Config,
+    order: torch.Tensor,
+    local_batch: int,
+    generator: torch.Generator,
+    size: int,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The train images at `order` in batches, augmented and resized as the config says."""
+    images, labels = run_data.images["train"][order], run_data.labels["train"][order]
+    return data.batches(
+        images,
+        labels,
+        local_batch,
+        mean=run_data.mean,
+        scale=run_data.scale,
+        augment=config.augment,
+        generator=generator,
+        size=size,
+    )
+
+
 def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     ema: AveragedModel | None,
     config: Config,
-    run: RunData,
+    run_data: RunData,
     epoch: int,
     rank: int,
     world: int,
 ) -> dict:
     """One pass over this process's share of `train`; returns loss, top-1, size and images/s."""
-    device = run.mean.device
-    images, labels = run.images["train"], run.labels["train"]
+    device = run_data.mean.device
+    images = run_data.images["train"]
     steps, local_batch = epoch_plan(len(images), config.batch_size, world)
     # The order is seeded by epoch, the same on every rank, so each rank takes a disjoint share
     # and a resumed run sees exactly the batches an uninterrupted one would have. The images
@@ -106,16 +247,7 @@ def train_one_epoch(
     order = torch.randperm(len(images), generator=generator, device=device)
     order = order[: steps * local_batch * world][rank::world]
     size = train_size(epoch, config)
-    stream = data.batches(
-        images[order],
-        labels[order],
-        local_batch,
-        mean=run.mean,
-        scale=run.scale,
-        augment=config.augment,
-        generator=generator,
-        size=size,
-    )
+    stream = train_batches(run_data, config, order, local_batch, generator, size)
     train_mode(model, config.freeze_backbone)
     # Sums stay on the device and the image count in Python: nothing in the loop makes the CPU
     # wait for the GPU, except the progress bar's loss every 20 steps when it is shown.
@@ -132,18 +264,8 @@ def train_one_epoch(
         disable=config.quiet or rank != 0,
     )
     for step, (x, y) in enumerate(bar):
-        with autocast(device, config.amp):
-            logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        if ema is not None:
-            ema.update_parameters(model)  # DDP and compile wrappers list the same tensors
-        loss_sum += loss.detach() * len(y)
+        loss, logits = train_step(model, optimizer, scheduler, ema, config, x, y)
+        loss_sum += loss * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
         if not bar.disable and step % 20 == 0:
@@ -189,9 +311,69 @@ def load_backbone(model: nn.Module, source: Path) -> None:
         )
 
 
-def check_resume(config: Config, run_dir: Path) -> None:
+def make_optimizer(model: nn.Module, config: Config) -> torch.optim.SGD:
+    """SGD with momentum over the model's parameter groups (backbone lr, no decay on norms)."""
+    groups = param_groups(
+        model, config.lr, config.backbone_lr or None, config.weight_decay, config.no_decay_norm_bias
+    )
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+
+
+def weight_average(model: nn.Module, config: Config) -> AveragedModel | None:
+    """The weight average config.ema asks for, BatchNorm statistics averaged too, or None."""
+    if not config.ema:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+
+
+def measure_step_seconds(
+    model: nn.Module,
+    train_model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ema: AveragedModel | None,
+    config: Config,
+    run_data: RunData,
+    world: int,
+    steps: int = 3,
+    warmup: int = 2,
+) -> dict[int, float]:
+    """Seconds a training step takes at each side the schedule can use, timed on the run's own
+    model, optimizer and weight average, then restored with the random state: the run trains
+    as if unmeasured."""
+    saved = copy.deepcopy([model.state_dict(), optimizer.state_dict(), ema and ema.state_dict()])
+    rng_cpu = torch.get_rng_state()
+    device = run_data.mean.device
+    rng_cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    images = run_data.images["train"]
+    steps_per_epoch, local_batch = epoch_plan(len(images), config.batch_size, world)
+    scheduler = lr_scheduler(optimizer, config, steps_per_epoch)  # the run's needs the plan
+    train_mode(model, config.freeze_backbone)
+    pick = torch.arange((warmup + steps) * local_batch, device=device) % len(images)
+    seconds = {}
+    for side in train_sides(config):
+        generator = torch.Generator(device).manual_seed(config.seed)
+        stream = train_batches(run_data, config, pick, local_batch, generator, side)
+        seconds[side], _ = time_steps(
+            train_model, optimizer, scheduler, ema, config, stream, steps, warmup
+        )
+    model.load_state_dict(saved[0])
+    optimizer.load_state_dict(saved[1])  # the lr and momentum of the run's first step
+    if ema is not None:
+        ema.load_state_dict(saved[2])
+    torch.set_rng_state(rng_cpu)
+    if rng_cuda is not None:
+        torch.cuda.set_rng_state(rng_cuda, device)
+    return seconds
+
+
+def write_config(config: Config, run_dir: Path) -> None:
+    """The run's config.json."""
+    runs.write_json(run_dir / "config.json", config_record(config) | {"name": run_dir.name})
+
+
+def check_resume(config: Config, run_dir: Path) -> Config:
     """Refuse to resume a run as another experiment than its record's (as `lab train --resume`
-    does): LabError naming each field that differs."""
+    does): LabError naming each field that differs. Returns the recorded config."""
     try:
         recorded = read_config(run_dir)
     except (OSError, ValueError) as error:
@@ -202,22 +384,24 @@ def check_resume(config: Config, run_dir: Path) -> None:
             f"{run_dir}: a resume cannot change the experiment ({'; '.join(changed)}); "
             "start a new run instead, e.g. with --init-from"
         )
+    return recorded
 
 
-def start_record(config: Config, run_dir: Path) -> IO[str]:
+def start_record(config: Config, run_dir: Path) -> tuple[IO[str], Config]:
     """Rank 0's start: hold the run folder (runs.lock_run), refuse a start that would overwrite
-    a record or resume another experiment, and write the config and status "running"."""
+    a record or resume another experiment, and write the config and status "running". Returns
+    the lock and the config to run: a resume's has the recorded epochs (a budget's plan)."""
     if config.resume and not runs.has_checkpoint(run_dir):  # before the lock makes the folder
         raise LabError(f"{run_dir / 'checkpoint.pt'}: no checkpoint to resume from")
     lock = runs.lock_run(run_dir)
     try:
         if config.resume:
-            check_resume(config, run_dir)
+            config = replace(config, epochs=check_resume(config, run_dir).epochs)
         elif (run_dir / "summary.json").exists():
             raise LabError(
                 f"{run_dir}: a run of that name exists; resume it or choose another name"
             )
-        runs.write_json(run_dir / "config.json", config_record(config) | {"name": run_dir.name})
+        write_config(config, run_dir)
         runs.update_summary(
             run_dir,
             status="running",
@@ -229,7 +413,7 @@ def start_record(config: Config, run_dir: Path) -> IO[str]:
     except BaseException:
         lock.close()
         raise
-    return lock
+    return lock, config
 
 
 def git_commit() -> str | None:
@@ -262,13 +446,14 @@ def fit(config: Config) -> Path:
     try:
         if rank == 0:
             try:
-                lock = start_record(config, run_dir)
+                lock, config = start_record(config, run_dir)
             except (LabError, OSError) as error:  # told to every rank, which would wait for it
                 refusal = str(error)
-        if world > 1:  # rank 0 decides for all: the same (time-stamped) folder, the same refusal
-            decision = [run_dir, refusal]
+        if world > 1:  # rank 0 decides for all: the same (time-stamped) folder, the same
+            # refusal, the same (resumed) epochs
+            decision = [run_dir, refusal, config]
             dist.broadcast_object_list(decision, src=0)
-            run_dir, refusal = decision
+            run_dir, refusal, config = decision
         if refusal:  # nothing of this process is recorded: the folder may be another's
             raise LabError(refusal)
         try:
@@ -293,23 +478,24 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
     # CPU: the RNG states must stay CPU tensors; the rest moves to the model's device.
     started = time.time()
     if rank == 0:
-        run = load_data(config, device)
+        run_data = load_data(config, device)
         state = runs.load_checkpoint(run_dir, "cpu", fallback=True) if config.resume else None
     if world > 1:
         dist.barrier()
     if rank != 0:
-        run = load_data(config, device)
+        run_data = load_data(config, device)
         state = runs.load_checkpoint(run_dir, "cpu") if config.resume else None
-    steps_per_epoch, _ = epoch_plan(len(run.images["train"]), config.batch_size, world)
+    train_images = len(run_data.images["train"])
+    steps_per_epoch, local_batch = epoch_plan(train_images, config.batch_size, world)
     if steps_per_epoch == 0:
         raise LabError(
             f"batch_size {config.batch_size} is more than the "
-            f"{len(run.images['train'])} train images: no whole batch to train on"
+            f"{train_images} train images: no whole batch to train on"
         )
 
-    # ---- model, optimizer, schedule and weight average
+    # ---- model, optimizer and weight average
     torch.manual_seed(config.seed)
-    model = build_model(config.model, num_classes=run.num_classes, **model_options(config))
+    model = build_model(config.model, num_classes=run_data.num_classes, **model_kwargs(config))
     if config.init_from:
         load_backbone(model, Path(config.init_from))
     if config.freeze_backbone:
@@ -317,19 +503,41 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
     params, macs = count_params(model), count_macs(model, input_size=64)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
-    groups = param_groups(
-        model, config.lr, config.backbone_lr or None, config.weight_decay, config.no_decay_norm_bias
-    )
-    optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
-    total_steps = config.epochs * steps_per_epoch
-    warmup_steps = round(warmup_epochs(config) * steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total_steps, warmup_steps, config.schedule)
-    )
-    ema = None
-    if config.ema:  # BatchNorm statistics are averaged too (use_buffers)
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+    optimizer = make_optimizer(model, config)
+    ema = weight_average(model, config)
     evaluated = ema.module if ema is not None else model  # what val, test and the checkpoint see
+    train_model = model
+    if world > 1:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if config.compile:
+        train_model = torch.compile(train_model)
+
+    # ---- a time budget: the most epochs that train in it at the speeds measured at each side
+    # (rank 0's, for all). A resume keeps its plan: start_record took the recorded epochs.
+    if config.minutes and state is None:
+        step_seconds = measure_step_seconds(
+            model, train_model, optimizer, ema, config, run_data, world
+        )
+        epoch_seconds = {side: steps_per_epoch * s for side, s in step_seconds.items()}
+        plan = [plan_epochs(config.minutes, epoch_seconds, config)]
+        if world > 1:
+            dist.broadcast_object_list(plan, src=0)
+        config = replace(config, epochs=plan[0])
+        if rank == 0:
+            write_config(config, run_dir)
+            speeds = {
+                f"img_per_s_{side}px": local_batch * world / s for side, s in step_seconds.items()
+            }
+            runs.update_summary(
+                run_dir,
+                epochs=config.epochs,
+                planned_epochs=config.epochs,
+                planned_train_minutes=schedule_seconds(config, epoch_seconds) / 60,
+                **speeds,
+            )
+    scheduler = lr_scheduler(optimizer, config, steps_per_epoch)
 
     # ---- resume: weights, optimizer, schedule and random state of the last finished epoch
     # elapsed: training seconds; wall_before: wall seconds of the earlier processes' kept epochs
@@ -347,14 +555,6 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
         first_epoch, elapsed = state["epoch"] + 1, state["elapsed_s"]
         wall_before = state.get("wall_s", 0.0)  # checkpoints written before wall_s was kept lack it
 
-    train_model = model
-    if world > 1:
-        train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    if config.compile:
-        train_model = torch.compile(train_model)
-
     if rank == 0:
         if first_epoch == 1:  # a resumed run keeps the start of its first process
             runs.update_summary(
@@ -369,7 +569,7 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
             world_size=world,
             torch=torch.__version__,
             git_commit=git_commit(),
-            num_classes=run.num_classes,
+            num_classes=run_data.num_classes,
         )
         if config.resume:  # rows of epochs after the checkpoint were never finished: drop them
             metrics_path = run_dir / "metrics.csv"
@@ -382,12 +582,12 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
         lr = optimizer.param_groups[-1]["lr"]
         row = {"epoch": epoch}
         row |= train_one_epoch(
-            train_model, optimizer, scheduler, ema, config, run, epoch, rank, world
+            train_model, optimizer, scheduler, ema, config, run_data, epoch, rank, world
         )
         elapsed += row["epoch_time_s"]
         if rank == 0:
-            logits = run_logits(evaluated, config, run, run.images["val"])
-            val = accuracy(logits, run.labels["val"].cpu())
+            logits = run_logits(evaluated, config, run_data, run_data.images["val"])
+            val = accuracy(logits, run_data.labels["val"].cpu())
             row.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"], lr=lr)
             metrics = runs.append_metrics(run_dir, row)
             best = metrics.loc[metrics["val_top1"].idxmax()]
@@ -404,7 +604,7 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
                     "wall_s": wall_before + time.time() - started,
                     "rng_cpu": torch.get_rng_state(),
                     "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                    "num_classes": run.num_classes,
+                    "num_classes": run_data.num_classes,
                     "config": asdict(config),
                 },
             )
@@ -427,7 +627,7 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
 
     # ---- final evaluation: train sample, val, test; per-class, confusion and prediction files
     if rank == 0:
-        results = final_evaluation(evaluated, config, run, run_dir)
+        results = final_evaluation(evaluated, config, run_data, run_dir)
         runs.update_summary(
             run_dir,
             **results,

@@ -4,7 +4,9 @@ root of short real runs for the dashboard tests."""
 import json
 import os
 import shutil
+import subprocess
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import replace
@@ -16,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lab import data
+from lab import data, runs
 from lab.train import Config, fit
 
 COLORS = np.array(
@@ -190,6 +192,21 @@ def tiny_config(tiny_archive: Path, tiny_cache: Path) -> Config:
         quiet=True,
         train_eval_size=32,
     )
+
+
+@pytest.fixture(scope="session")
+def wait_for_an_epoch() -> Callable[[subprocess.Popen, Path, float], None]:
+    """A function that waits until a training process has checkpointed its first epoch (or
+    ended, or `timeout` seconds passed): the moment a kill -9 test kills it."""
+
+    def wait(process: subprocess.Popen, run_dir: Path, timeout: float) -> None:
+        summary, deadline = run_dir / "summary.json", time.time() + timeout
+        while process.poll() is None and time.time() < deadline:
+            if summary.exists() and runs.read_json(summary).get("epochs_done"):
+                return  # epochs_done is written right after each checkpoint
+            time.sleep(0.02)
+
+    return wait
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from lab.config import EXPERIMENT_FIELDS, FIELDS, RESUME_FIELDS, make_config
 from lab.errors import LabError
 from lab.models import model_names
 from lab.presets import PRESETS
-from lab.runs import NOT_THE_EXPERIMENT
+from lab.records import NOT_THE_EXPERIMENT
 
 
 @pytest.mark.parametrize(
@@ -85,6 +85,14 @@ def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     def bug(*args: object) -> None:
         raise ValueError("a bug inside a library")
 
-    monkeypatch.setattr(cli.runs, "load_runs", bug)
+    monkeypatch.setattr(cli.records, "load_runs", bug)
     with pytest.raises(ValueError, match="a bug inside a library"):
         cli.main(["runs", str(tmp_path)])
+
+
+def test_epochs_given_override_a_presets_minutes() -> None:
+    budgeted = make_config({"preset": "quick", "model": "baseline"})
+    assert budgeted.minutes > 0
+    assert make_config({"preset": "quick", "model": "baseline", "epochs": 2}).minutes == 0
+    both = make_config({"preset": "quick", "model": "baseline", "epochs": 2, "minutes": 1.5})
+    assert (both.epochs, both.minutes) == (2, 1.5)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import runs
+from lab import records, runs
 from lab.config import EXPERIMENT_FIELDS, Config, read_config
 from lab.train import fit
 
@@ -23,7 +23,7 @@ def test_only_finished_runs_are_exported_and_never_over_a_finished_record(
     finished: Path, tiny_config: Config, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     dest = tmp_path / "results"
-    runs.export_runs(finished.parent, dest)
+    records.export_runs(finished.parent, dest)
     exported = runs.read_json(dest / "run" / "summary.json")
     assert exported == runs.read_json(finished / "summary.json")
     # another root: a failed run of the same name (its data missing) and a running one
@@ -33,7 +33,7 @@ def test_only_finished_runs_are_exported_and_never_over_a_finished_record(
     shutil.copytree(finished, other / "going")
     runs.update_summary(other / "going", status="running")
     capsys.readouterr()
-    assert runs.export_runs(other, dest) == []
+    assert records.export_runs(other, dest) == []
     lines = sorted(capsys.readouterr().err.strip().splitlines())
     assert lines[0] == "not exported: going: running"
     assert lines[1].startswith("not exported: run: failed (") and "missing" in lines[1]
@@ -43,7 +43,7 @@ def test_only_finished_runs_are_exported_and_never_over_a_finished_record(
     with pytest.raises(ValueError, match="not exported: run: failed"):
         runs.export_run(other / "run", dest)
     with pytest.raises(ValueError, match="the runs root itself"):
-        runs.export_runs(finished.parent, finished.parent)
+        records.export_runs(finished.parent, finished.parent)
     assert runs.has_checkpoint(finished)
 
 
@@ -60,33 +60,28 @@ def test_an_export_replaces_the_folder_whole_or_not_at_all(
         assert {path.name: path.read_bytes() for path in target.iterdir()} == before
         assert list(tmp_path.iterdir()) == [target]  # no half-built folder left
 
-    # the disk fills during the copy
-    copyfile, copies = shutil.copyfile, []
+    copyfile, rename, copies = shutil.copyfile, os.rename, []
 
-    def copy_until_full(source: Path, dest: Path) -> None:
+    def copy_until_full(source: Path, dest: Path) -> None:  # the disk fills during the copy
         copies.append(dest)
         if len(copies) == 2:
             raise OSError(28, "No space left on device")
         copyfile(source, dest)
 
-    monkeypatch.setattr(shutil, "copyfile", copy_until_full)
-    with pytest.raises(OSError, match="No space"):
-        runs.export_run(finished, tmp_path)
-    unchanged()
-    monkeypatch.undo()
-    # the new folder cannot be renamed in, after the old one stepped aside
-    rename = os.rename
-
-    def refuse_new(source: str, dest: str) -> None:
+    def refuse_new(source: str, dest: str) -> None:  # after the old folder stepped aside
         if Path(dest) == target and Path(source).name == "run":
             raise OSError(5, "Input/output error")
         rename(source, dest)
 
-    monkeypatch.setattr(os, "rename", refuse_new)
-    with pytest.raises(OSError, match="Input/output"):
-        runs.export_run(finished, tmp_path)
-    unchanged()
-    monkeypatch.undo()
+    for module, name, fault, message in (
+        (shutil, "copyfile", copy_until_full, "No space"),
+        (os, "rename", refuse_new, "Input/output"),
+    ):
+        monkeypatch.setattr(module, name, fault)
+        with pytest.raises(OSError, match=message):
+            runs.export_run(finished, tmp_path)
+        unchanged()
+        monkeypatch.undo()
 
     written = runs.export_run(finished, tmp_path)
     assert sorted(path.name for path in written) == sorted(runs.RECORD_FILES)

@@ -28,8 +28,8 @@ def test_make_figures_writes_pngs(dashboard_runs: Path, tmp_path: Path) -> None:
 def test_make_figures_compares_presets(dashboard_runs: Path, tmp_path: Path) -> None:
     # exported records (results/) of the runs (no preset) and of a copy of one under "paper"
     root = tmp_path / "root"
-    runs.export_runs(dashboard_runs, root)
-    runs.export_runs(dashboard_runs, tmp_path / "copy")
+    records.export_runs(dashboard_runs, root)
+    records.export_runs(dashboard_runs, tmp_path / "copy")
     (tmp_path / "copy" / "base-2ep").rename(root / "paper-base")
     runs.update_summary(root / "paper-base", preset="paper")
     paths = figures.make_figures(root, tmp_path / "out")
@@ -122,6 +122,49 @@ def test_pick_images_right_then_wrong(tmp_path: Path) -> None:
         "wrong-mid",
         "wrong-low",
     ]
+
+
+def test_mistakes_are_most_confident_first_ties_in_table_order() -> None:
+    table = pd.DataFrame(
+        {"file": ["a", "b", "c", "d"], "label": [0, 1, 1, 2], "pred": [1, 1, 0, 0],
+         "confidence": [0.6, 0.9, 0.6, 0.8]}
+    )  # fmt: skip
+    assert records.mistakes(table)["file"].tolist() == ["d", "a", "c"]
+
+
+def test_confused_pairs_and_the_order_that_groups_them() -> None:
+    confusion = np.array([[5, 4, 0, 0], [1, 6, 0, 0], [0, 0, 7, 2], [0, 0, 3, 4]])
+    pairs = records.confused_pairs(confusion, ["w", "x", "y", "z"], top=3)
+    assert pairs[["true name", "predicted name", "count"]].values.tolist() == [
+        ["w", "x", 4],
+        ["z", "y", 3],
+        ["y", "z", 2],
+    ]
+    assert pairs["% of true"].iloc[0] == pytest.approx(100 * 4 / 9)
+    assert records.confused_pairs(np.eye(3, dtype=int), ["a", "b", "c"], top=5).empty
+    order = list(records.confusion_order(confusion))
+    assert abs(order.index(0) - order.index(1)) == 1 and abs(order.index(2) - order.index(3)) == 1
+
+
+def test_run_table_columns_and_the_study_beside_each_run() -> None:
+    table = pd.DataFrame(
+        [{"run": "a", "model": "resnet20", "test_top1": 50.0, "extra": 1, "error": None},
+         {"run": "b", "model": "resnet18", "test_top1": 60.0, "extra": 2, "error": None}]
+    )  # fmt: skip
+    shown = records.run_table(table, ["extra"])
+    assert list(shown.columns) == [*records.RUN_COLUMNS[:-1], "extra", "error"]
+    study = records.study_columns(table).set_index("run")
+    assert study.loc["a", "study_val_top1"] == STUDY["resnet20"][1]
+    assert study.loc["a", "gap_test_top1"] == pytest.approx(50.0 - STUDY["resnet20"][2])
+    assert np.isnan(study.loc["b", "study_test_top1"])  # not a model of the study
+
+
+def test_same_test_split_matches_the_data_and_classes() -> None:
+    table = pd.DataFrame(
+        {"run": ["a", "b", "c", "d"], "cfg_data": ["x", "x", "x", "y"],
+         "cfg_classes": [20, 20, 10, 20], "cfg_first_class": [0, 0, 0, 0]}
+    ).set_index("run")  # fmt: skip
+    assert list(records.same_test_split(table, "a").index) == ["b"]
 
 
 @pytest.fixture(scope="module")

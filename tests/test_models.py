@@ -41,8 +41,17 @@ def test_registry_lists_the_contract_models():
         "squeezenet",
         "resnet18",
         "resnet18_cpu",
+        "resnet18_s2",
     ]
     assert all(MODELS[n].provenance and "\n" not in MODELS[n].provenance for n in NAMES)
+
+
+def test_resnet18_s2_keeps_a_32x32_first_stage_for_resnet20s_cost():
+    model = build_model("resnet18_s2").eval()
+    with torch.no_grad():
+        assert model.layer1(model.stem(images())).shape == (2, 32, 32, 32)
+    assert count_params(model) == 2_846_440
+    assert count_macs(model, input_size=64) < count_macs(build_model("resnet20"), input_size=64)
 
 
 @pytest.mark.parametrize("name", NAMES)

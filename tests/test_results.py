@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lab import runs
+from lab import records, runs
 from lab.config import read_config
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -23,7 +23,7 @@ def test_results_exist() -> None:
 
 @pytest.mark.parametrize("root", ROOTS, ids=lambda path: path.name)
 def test_every_record_is_a_finished_run(root: Path) -> None:
-    table = runs.load_runs(root)
+    table = records.load_runs(root)
     assert not table.empty
     for row in table.itertuples():
         assert row.status == "finished", f"{row.path}: {row.status} {row.error}"
@@ -43,7 +43,7 @@ def test_every_record_is_a_finished_run(root: Path) -> None:
 
 def test_no_record_holds_a_path_of_the_machine_that_made_it() -> None:
     configs = sorted(RESULTS.glob("*/*/config.json"))
-    assert len(configs) == sum(len(runs.run_dirs(root)) for root in ROOTS)
+    assert len(configs) == sum(len(records.run_dirs(root)) for root in ROOTS)
     absolute = [
         f"{path.relative_to(RESULTS)}: {key} {value!r}"
         for path in configs
@@ -107,7 +107,7 @@ def test_gpu_script_runs_stops_at_its_deadline_and_returns_the_records(
     assert "plain" in (out / "benchmark.txt").read_text()
     with tarfile.open(out / "records.tgz") as archive:
         archive.extractall(tmp_path / "back", filter="data")
-    back = runs.load_runs(tmp_path / "back" / "records").set_index("run")
+    back = records.load_runs(tmp_path / "back" / "records").set_index("run")
     # only finished records come back (they go into results/); the log says why the other not
     assert list(back.index) == ["short"]
     assert back.loc["short", "status"] == "finished" and back.loc["short", "epochs_done"] == 1

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from lab import runs
+from lab import records, runs
 from lab.cli import main
 from lab.figures import make_figures, seeds_figure
 from lab.sweep import run_line, seed_configs, sweep
@@ -40,15 +40,25 @@ def test_seed_groups_average_only_over_the_seed() -> None:
     rows.append(rows[0] | {"run": "b", "cfg_lr": 0.01, "test_top1": 10.0})
     rows.append(rows[0] | {"run": "c", "status": "failed", "test_top1": np.nan})
     rows.append(rows[0] | {"run": "d", "cfg_lr": np.nan, "test_top1": 20.0})  # an older record
-    groups = runs.seed_groups(pd.DataFrame(rows)).set_index("group")
+    groups = records.seed_groups(pd.DataFrame(rows)).set_index("group")
     assert list(groups.index) == ["a", "b", "d"]
     assert groups.loc["a", "runs"] == 3 and groups.loc["a", "seeds"] == "0 1 2"
     assert groups.loc["a", "test_top1"] == pytest.approx(54.0)
     assert groups.loc["a", "test_top1_std"] == pytest.approx(4.0)  # sample std over seeds
     assert groups.loc["b", "runs"] == 1 and np.isnan(groups.loc["b", "test_top1_std"])
-    table = runs.seed_table(groups.reset_index())
+    table = records.seed_table(groups.reset_index())
     assert list(table["group"]) == ["a"] and table.loc[0, "test_top1"] == "54.00 ± 4.00"
-    assert runs.seed_groups(runs.load_runs(Path("/no/such/root"))).empty
+    assert records.seed_groups(records.load_runs(Path("/no/such/root"))).empty
+
+
+def test_seeds_of_one_budget_group_whatever_epochs_each_planned() -> None:
+    rows = [
+        {"run": f"a-s{seed}", "status": "finished", "model": "m", "test_top1": 50.0 + seed}
+        | {"cfg_model": "m", "cfg_seed": seed, "cfg_minutes": minutes, "cfg_epochs": epochs}
+        for seed, minutes, epochs in ((0, 10.0, 7), (1, 10.0, 8), (2, 0.0, 7), (3, 0.0, 8))
+    ]
+    groups = records.seed_groups(pd.DataFrame(rows))
+    assert sorted(groups["seeds"]) == ["0 1", "2", "3"]  # epochs count only without a budget
 
 
 def test_a_sweep_over_seeds_names_a_run_a_seed() -> None:

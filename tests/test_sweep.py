@@ -12,7 +12,7 @@ from conftest import images_shown
 from jupyter_client.kernelspec import KernelSpecManager
 
 import lab.sweep
-from lab import runs
+from lab import records, runs
 from lab.config import Config, make_config
 from lab.models import model_names
 from lab.presets import PRESETS
@@ -59,6 +59,11 @@ def test_presets_cover_the_study() -> None:
     assert paper.classes == 0 and paper.per_class == 0  # all 200 classes, all images
     quick = preset_config("quick", "baseline")
     assert quick.device == "cpu" and 0 < quick.classes <= 20
+    # the CPU presets in minutes (the epochs planned from them), the study's in epochs
+    assert paper.minutes == 0
+    quick_minutes = [preset_config("quick", model).minutes for model in six]
+    assert all(quick_minutes) and 11 <= sum(quick_minutes) <= 13, quick_minutes
+    assert all(preset_config("cpu", model).minutes > 0 for model in PRESETS["cpu"]["models"])
 
 
 def test_best_inception_is_pretrained_only_with_weights() -> None:
@@ -105,6 +110,7 @@ def tiny(tiny_archive: Path, tiny_cache: Path, **extra) -> dict:
         "cache_dir": str(tiny_cache),
         "classes": 0,
         "per_class": 0,
+        "minutes": 0.0,  # no budget: the epochs below
         "epochs": 1,
         "batch_size": 32,
         "device": "cpu",
@@ -133,7 +139,7 @@ def test_notebook_that_cannot_start_is_recorded(tiny_archive: Path, tiny_cache: 
         "quick", ["baseline"], tmp_path, overrides, kernel_name="no-such-kernel", progress=False
     )
     assert table["status"].tolist() == ["failed", "failed"]  # the run, then compare
-    record = runs.load_runs(tmp_path).set_index("run").loc["quick-baseline"]
+    record = records.load_runs(tmp_path).set_index("run").loc["quick-baseline"]
     assert record["status"] == "failed" and "NoSuchKernel" in record["error"]
     assert record["cfg_epochs"] == 1
     # a failed run without a checkpoint starts afresh: nothing of the old folder is left
@@ -209,7 +215,7 @@ def record_of(config: Config, status: str = "finished") -> Path:
 def test_a_run_of_another_experiment_is_refused_before_any_run(
     tmp_path: Path, status: str, changes: dict, seeds: list[int], differs: str
 ) -> None:
-    recipe = {"epochs": 2, "lr": 0.05}
+    recipe = {"minutes": 0.0, "epochs": 2, "lr": 0.05}
     made = seed_configs("quick", ["baseline"], {**recipe, "runs_root": str(tmp_path)}, [4])
     run_dir = record_of(made["baseline", 4], status)
     before = sorted(tmp_path.rglob("*"))

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,12 +15,12 @@ import pandas as pd
 import pytest
 import torch
 
-from lab import data, device, runs
+from lab import data, device, records, runs
 from lab.cli import main
 from lab.config import Config, make_config
 from lab.device import resolve_device
 from lab.errors import LabError
-from lab.evaluate import evaluate_run, predict
+from lab.evaluate import evaluate_run, predict_logits
 from lab.models import build_model
 from lab.train import epoch_plan, fit, lr_factor, train_size
 
@@ -138,7 +139,9 @@ def test_evaluate_flags_a_mismatch(finished: Path, tmp_path: Path, capsys) -> No
     assert code == 1 and "mismatch" in err
 
 
-def test_resume_after_kill_gives_the_same_rows(base: Config, capsys) -> None:
+def test_resume_after_kill_gives_the_same_rows(
+    base: Config, capsys, wait_for_an_epoch: Callable
+) -> None:
     # With the weight average and progressive resizing, whose state must survive the kill too.
     config = replace(base, epochs=3, per_class=0, ema=0.9, min_size=32, ramp_start=0.0)
     reference = pd.read_csv(fit(replace(config, name="reference")) / "metrics.csv")
@@ -157,12 +160,7 @@ def test_resume_after_kill_gives_the_same_rows(base: Config, capsys) -> None:
         cwd=REPO,
     )
 
-    summary_path = run_dir / "summary.json"
-    deadline = time.time() + 300
-    while process.poll() is None and time.time() < deadline:
-        if summary_path.exists() and runs.read_json(summary_path).get("epochs_done"):
-            break  # epochs_done is written right after each checkpoint
-        time.sleep(0.02)
+    wait_for_an_epoch(process, run_dir, 300)
     with pytest.raises(LabError, match=f"in use by process {process.pid} "):
         runs.resume_or_clear(run_dir)  # the running process holds its folder
     process.send_signal(signal.SIGKILL)
@@ -218,11 +216,11 @@ def test_load_runs_lists_broken_runs(finished: Path, tmp_path: Path) -> None:
     broken.mkdir()
     (broken / "config.json").write_text("{}")
     (broken / "summary.json").write_text('{"status": "finis')
-    table = runs.load_runs(root).set_index("run")
+    table = records.load_runs(root).set_index("run")
     assert table.loc["good", "status"] == "finished"
     assert table.loc["broken", "status"] == "broken"
     assert "summary.json" in table.loc["broken", "error"]
-    assert runs.load_runs(tmp_path / "empty").empty
+    assert records.load_runs(tmp_path / "empty").empty
 
 
 @pytest.mark.parametrize(
@@ -245,15 +243,17 @@ def test_cli_errors_are_one_clear_line(
 
 def test_cli_train_starts_from_a_preset(base: Config, tmp_path: Path) -> None:
     # quick's values for squeezenet (lr 0.05, batch 64, flip, channel mean), except what is given
-    args = ["--preset", "quick", "--model", "squeezenet", "--epochs", "1", "--classes", "2"]
+    args = ["--preset", "quick", "--model", "squeezenet", "--minutes", "0", "--epochs", "1"]
+    args += ["--classes", "2"]
     args += ["--data", base.data, "--cache-dir", base.cache_dir, "--device", "cpu"]
     args += ["--runs-root", str(tmp_path), "--quiet", "--train-eval-size", "32"]
     assert main(["train", *args]) == 0
     config = json.loads((tmp_path / "quick-squeezenet" / "config.json").read_text())
     assert (config["preset"], config["lr"], config["batch_size"]) == ("quick", 0.05, 64)
     assert (config["augment"], config["normalize"]) == ("flip", "channel")
-    assert (config["epochs"], config["classes"]) == (1, 2)  # given options win over the preset
-    assert main(["train", *args[:6], "--lr", "0.3", "--name", "x", *args[6:]]) == 0
+    # given options win over the preset: no time budget, one epoch
+    assert (config["minutes"], config["epochs"], config["classes"]) == (0, 1, 2)
+    assert main(["train", *args[:8], "--lr", "0.3", "--name", "x", *args[8:]]) == 0
     assert json.loads((tmp_path / "x" / "config.json").read_text())["lr"] == 0.3
 
 
@@ -373,12 +373,15 @@ def test_ddp_two_processes_write_one_record(base: Config, tmp_path: Path) -> Non
     assert summary["status"] == "failed", summary
     assert summary["error"] == "rank 1: OSError: rank 1 lost its data"
 
-    # 3 classes x 17 = 51 images, batch 26: ranks of 26 and 25 images, one step of 13 each
-    torchrun(*train, *options, "--name=uneven", "--classes=3", "--per-class=17", "--batch-size=26")
-    assert runs.read_json(tmp_path / "uneven" / "summary.json")["status"] == "finished"
+    # 3 classes x 17 = 51 images, batch 26: ranks of 26 and 25 images, one step of 13 each; and
+    # a time budget: rank 0 plans the epochs for every rank (unequal plans would hang)
+    uneven = ("--classes=3", "--per-class=17", "--batch-size=26", "--minutes=0.02")
+    torchrun(*train, *options, "--name=uneven", *uneven)
+    summary = runs.read_json(tmp_path / "uneven" / "summary.json")
+    assert summary["status"] == "finished" and summary["epochs_done"] == summary["planned_epochs"]
     metrics = pd.read_csv(tmp_path / "uneven" / "metrics.csv")
     trained = metrics["images_per_s"] * metrics["epoch_time_s"]  # images both ranks trained on
-    assert list(trained.round()) == [26, 26]
+    assert list(trained.round()) == [26] * summary["planned_epochs"]
 
 
 def test_transfer_from_a_run_to_other_classes(base: Config, finished: Path) -> None:
@@ -516,9 +519,9 @@ def test_tta_flip_averages_the_logits_of_the_mirrored_images() -> None:
     model = build_model("baseline", num_classes=5)
     images = torch.randint(0, 256, (3, 64, 64, 3), dtype=torch.uint8)
     mean, scale = torch.full((1, 3, 1, 1), 100.0), torch.full((1, 3, 1, 1), 50.0)
-    plain = predict(model, images, mean, scale, amp=False)
-    mirrored = predict(model, images.flip(2), mean, scale, amp=False)
-    both = predict(model, images, mean, scale, amp=False, tta_flip=True)
+    plain = predict_logits(model, images, mean, scale, amp=False)
+    mirrored = predict_logits(model, images.flip(2), mean, scale, amp=False)
+    both = predict_logits(model, images, mean, scale, amp=False, tta_flip=True)
     torch.testing.assert_close(both, (plain + mirrored) / 2)
     assert not torch.allclose(plain, mirrored)
 

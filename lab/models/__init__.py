@@ -12,7 +12,7 @@ from lab.errors import LabError
 from lab.models.alexnet import alexnet_reduced
 from lab.models.baseline import baseline
 from lab.models.inception import inception
-from lab.models.resnet import resnet18, resnet18_cpu, resnet20, resnet20_cifar
+from lab.models.resnet import resnet18, resnet18_cpu, resnet18_s2, resnet20, resnet20_cifar
 from lab.models.squeezenet import squeezenet
 from lab.models.vgg import vgg_reduced
 
@@ -48,6 +48,9 @@ MODELS: dict[str, ModelEntry] = {
     ),
     "resnet18_cpu": ModelEntry(
         resnet18_cpu, "torchvision ResNet-18 with its ImageNet stem (7x7/2, max pool): for CPUs"
+    ),
+    "resnet18_s2": ModelEntry(
+        resnet18_s2, "ours: ResNet-18 pattern, quarter width, 3x3/2 stem, no pool: 32 px stage 1"
     ),
 }
 
