@@ -132,7 +132,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Recompute a run's accuracies from its checkpoint and compare them with its summary."""
     from lab.evaluate import evaluate_run
 
-    recomputed = evaluate_run(Path(args.run), device=args.device)
+    recomputed = evaluate_run(Path(args.run), device=args.device, test_size=args.test_size)
+    if args.test_size:  # another side than the run's: nothing to compare with
+        print_table(
+            [{"metric": k, f"at {args.test_size} px": f"{v:.2f}"} for k, v in recomputed.items()]
+        )
+        return 0
     summary = runs.read_json(Path(args.run) / "summary.json")
     rows = [
         {"metric": k, "recomputed": f"{v:.2f}", "summary": f"{summary.get(k, float('nan')):.2f}"}
@@ -297,6 +302,12 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="recompute a run's accuracies from its checkpoint")
     p.add_argument("run", help="run folder with a checkpoint.pt and summary.json")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument(
+        "--test-size",
+        type=int,
+        default=0,
+        help="accuracies at this test side (upsampled past 64), not compared; 0 = the run's",
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="a run's top-5 classes for your own JPEG or PNG images")

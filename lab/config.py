@@ -2,7 +2,8 @@
 
 `make_config` is that way: the command line (`lab train --lr 0.05`, `lab sweep --set lr=0.05`),
 the presets and the notebooks all pass it field values, as strings or JSON values, and get a
-checked `Config` or one ValueError naming the bad field. `read_config` reads a run's record.
+checked `Config` or one LabError naming the bad field. `read_config` reads a run's record,
+`reuse_problem` says whether a run folder holds the same experiment.
 """
 
 import contextlib
@@ -10,11 +11,12 @@ import dataclasses
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lab import runs
 from lab.errors import LabError
 from lab.presets import preset_values
 
@@ -45,16 +47,22 @@ class Config:
     batch_size: int = knob(256, "global batch, split across DDP processes")
     lr: float = knob(0.1, "peak learning rate")
     momentum: float = knob(0.9, "SGD momentum")
+    nesterov: bool = knob(False, "Nesterov momentum")
     weight_decay: float = knob(1e-4, "L2 penalty through SGD")
     schedule: str = knob("constant", "constant | step (x0.1 at 50% and 75%) | cosine | onecycle")
     warmup_epochs: float = knob(0.0, "linear warmup from 0 (onecycle: 30% of the run when 0)")
     label_smoothing: float = knob(0.0, "cross-entropy label smoothing")
-    augment: str = knob("flip", "none | flip | crop_flip (4 px pad, random crop, flip)")
+    augment: str = knob(
+        "flip", "none | flip | crop_flip (4 px pad, random crop, flip) | rrc (random-resized crop)"
+    )
+    crop_scale: float = knob(0.25, "rrc: the smallest crop, as a fraction of the image's area")
     min_size: int = knob(64, "progressive resizing: first epochs at this side, 64 = off")
     ramp_start: float = knob(0.25, "fraction of the epochs after which the side starts to grow")
     ramp_end: float = knob(0.75, "fraction of the epochs from which training is at 64 px")
     ema: float = knob(0.0, "decay per step of a weight average, evaluated instead; 0 = off")
     tta_flip: bool = knob(False, "evaluate each image and its mirror, averaging the logits")
+    test_size: int = knob(64, "evaluate at this side (upsampled past 64: tests larger than trains)")
+    zero_init_residual: bool = knob(False, "residual models: each block's last BN starts at 0")
     no_decay_norm_bias: bool = knob(False, "no weight decay on norm weights and biases")
     grad_clip: float = knob(0.0, "max gradient norm, 0 = off")
     normalize: str = knob("pixel", "pixel = subtract the mean image (the study) | channel")
@@ -149,6 +157,31 @@ def experiment_changes(recorded: Config, config: Config) -> list[str]:
     ]
 
 
+def reuse_problem(run_dir: Path, config: Config) -> str | None:
+    """How the experiment recorded in a run folder that would be reused (finished, so skipped,
+    or resumed from its checkpoint) differs from `config`, or None."""
+    if runs.run_status(run_dir) != "finished" and not runs.has_checkpoint(run_dir):
+        return None  # started afresh
+    try:
+        recorded = read_config(run_dir)
+    except (OSError, ValueError) as error:
+        return f"{run_dir}: unreadable config.json ({error})"
+    changed = experiment_changes(recorded, config)
+    return f"{run_dir} is another experiment ({'; '.join(changed)})" if changed else None
+
+
+def check_reuse(configs: Iterable[Config]) -> None:
+    """Refuse, in one LabError line, runs whose folder holds another experiment: a finished one
+    would be reported as this config's result, a resumed one would mix the two."""
+    problems = [
+        problem
+        for config in configs
+        if (problem := reuse_problem(Path(config.runs_root) / config.name, config))
+    ]
+    if problems:
+        raise LabError("; ".join(problems) + ": move the folder away or choose another runs root")
+
+
 def resume_config(run_dir: Path, changes: Mapping[str, Any]) -> Config:
     """The Config that continues a run: its record, with only RESUME_FIELDS changed."""
     fixed = sorted(set(changes) - set(RESUME_FIELDS))
@@ -189,7 +222,7 @@ def check_config(config: Config) -> None:
         for key in floats
         if not math.isfinite(getattr(config, key))
     ]
-    positive = ("epochs", "batch_size", "lr", "input_size", "train_eval_size")
+    positive = ("epochs", "batch_size", "lr", "input_size", "train_eval_size", "test_size")
     problems += [f"{key} must be positive" for key in positive if getattr(config, key) <= 0]
     non_negative = (
         "weight_decay",
@@ -208,6 +241,8 @@ def check_config(config: Config) -> None:
         for key in fractions
         if not 0 <= getattr(config, key) < 1
     ]
+    if not 0 < config.crop_scale <= 1:
+        problems.append(f"crop_scale must be in (0, 1], not {config.crop_scale}")
     if not (config.device in ("auto", "cpu") or config.device.startswith("cuda")):
         problems.append(f"device must be auto, cpu or cuda[:N], not {config.device!r}")
     # the side grows in 8 px steps, and every model is tested down to 32 px

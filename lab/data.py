@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import io
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -41,7 +42,7 @@ MD5 = "90528d7ca1a48142e341f4ef8d21d0de"  # of the official archive at URL
 # the labeled splits, which a run reports top-1 and top-5 on; challenge is unlabeled
 SCORED_SPLITS = ("train", "val", "test")
 SPLITS = (*SCORED_SPLITS, "challenge")
-AUGMENTS = ("none", "flip", "crop_flip")
+AUGMENTS = ("none", "flip", "crop_flip", "rrc")
 NORMALIZE = ("pixel", "channel")  # subtract the mean image (the study) or the channel means
 SIZE = 64  # every image is SIZE x SIZE RGB
 PAD = 4  # crop_flip pads by this many zero pixels, then crops SIZE x SIZE back
@@ -575,11 +576,14 @@ def batches(
     generator: torch.Generator | None = None,
     drop_last: bool = False,
     size: int = SIZE,
+    crop_scale: float = 0.25,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Normalized float32 NCHW (channels_last) batches of uint8 NHWC images, on their device,
     resized to size x size (bilinear, antialiased) when size is not SIZE."""
-    # augment: "none", "flip" (horizontal, p=0.5) or "crop_flip" (a random 64x64 crop of the
-    # image zero-padded by PAD px, then the flip). All randomness for the pass is drawn up front
+    # augment: "none", "flip" (horizontal, p=0.5), "crop_flip" (a random 64x64 crop of the
+    # image zero-padded by PAD px, then the flip) or "rrc" (the flip, then a random crop of
+    # crop_scale to all of the image's area and 3/4 to 4/3 aspect, resized to size x size: the
+    # Inception / ImageNet training crop). All randomness for the pass is drawn up front
     # from `generator`, on its own device (default CPU): a CPU generator with a given seed gives
     # the same batches whether the images are on the CPU or a GPU.
     if augment not in AUGMENTS:
@@ -598,6 +602,7 @@ def batches(
     shift = (
         torch.randint(0, 2 * PAD + 1, (2, n), **draw).to(device) if augment == "crop_flip" else None
     )
+    boxes = crop_boxes(n, crop_scale, draw).to(device) if augment == "rrc" else None
     # Full-size channels_last operands keep the inner loop contiguous (1.5x faster than (1,3,1,1)).
     inv = (1 / scale).expand(1, 3, SIZE, SIZE).contiguous(memory_format=torch.channels_last)
     bias = (-mean * inv).contiguous(memory_format=torch.channels_last)
@@ -613,10 +618,38 @@ def batches(
         # NHWC permuted to NCHW is channels_last, and float() keeps that layout.
         x = x.permute(0, 3, 1, 2).float()
         x = torch.addcmul(bias, x, inv, out=x)  # x * inv + bias, in one pass
-        if size != SIZE:  # progressive resizing: whole batches, after the augmentation
+        if boxes is not None:
+            x = _resized_crop(x, boxes[start:end], size)
+        elif size != SIZE:  # progressive resizing: whole batches, after the augmentation
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
             x = x.contiguous(memory_format=torch.channels_last)
         yield x, labels[index]
+
+
+def crop_boxes(n: int, min_scale: float, draw: dict) -> torch.Tensor:
+    """(n, 4) random crops as (centre x, centre y, width, height), fractions of the image: area
+    uniform in [min_scale, 1], aspect log-uniform in [3/4, 4/3], clipped to the image."""
+    area = torch.empty(n, device=draw["device"]).uniform_(min_scale, 1, generator=draw["generator"])
+    log_ratio = torch.empty(n, device=draw["device"]).uniform_(
+        math.log(3 / 4), math.log(4 / 3), generator=draw["generator"]
+    )
+    width = (area * log_ratio.exp()).sqrt().clamp(max=1)
+    height = (area / log_ratio.exp()).sqrt().clamp(max=1)
+    where = torch.rand(2, n, generator=draw["generator"], device=draw["device"])
+    centre_x = width / 2 + where[0] * (1 - width)
+    centre_y = height / 2 + where[1] * (1 - height)
+    return torch.stack([centre_x, centre_y, width, height], dim=1)
+
+
+def _resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Each float NCHW image's box (crop_boxes) resized to size x size, bilinear, in one call."""
+    # An affine grid per image maps the output square onto its box in [-1, 1] coordinates.
+    theta = torch.zeros(len(x), 2, 3, device=x.device)
+    theta[:, 0, 0], theta[:, 1, 1] = boxes[:, 2], boxes[:, 3]
+    theta[:, 0, 2], theta[:, 1, 2] = 2 * boxes[:, 0] - 1, 2 * boxes[:, 1] - 1
+    grid = F.affine_grid(theta, [len(x), 3, size, size], align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.contiguous(memory_format=torch.channels_last)
 
 
 def _flip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:

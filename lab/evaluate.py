@@ -25,14 +25,15 @@ def predict_logits(
     batch_size: int = 512,
     amp: bool = True,
     tta_flip: bool = False,
+    size: int = data.SIZE,
 ) -> torch.Tensor:
-    """Logits (float32, CPU) for uint8 NHWC images, in order; with tta_flip, averaged with
-    the logits of the mirrored images."""
+    """Logits (float32, CPU) for uint8 NHWC images, in order, resized to size x size; with
+    tta_flip, averaged with the logits of the mirrored images."""
     model.eval()
     device = mean.device
     labels = torch.zeros(len(images), dtype=torch.long)
     outputs = []
-    for x, _ in data.batches(images, labels, batch_size, mean=mean, scale=scale):
+    for x, _ in data.batches(images, labels, batch_size, mean=mean, scale=scale, size=size):
         with autocast(device, amp):
             logits = model(x).float()
             if tta_flip:
@@ -48,9 +49,17 @@ def config_logits(
     mean: torch.Tensor,
     scale: torch.Tensor,
 ) -> torch.Tensor:
-    """predict_logits() in the run's precision and flip averaging: the one path of every prediction
-    (evaluation, challenge.txt, `lab predict`, figures, the dashboard), so all agree."""
-    return predict_logits(model, images, mean, scale, amp=config.amp, tta_flip=config.tta_flip)
+    """predict_logits() in the run's precision, flip averaging and test side: the one path of every
+    prediction (evaluation, challenge.txt, `lab predict`, figures, the dashboard), so all agree."""
+    return predict_logits(
+        model,
+        images,
+        mean,
+        scale,
+        amp=config.amp,
+        tta_flip=config.tta_flip,
+        size=config.test_size,
+    )
 
 
 def run_logits(
@@ -162,8 +171,10 @@ def load_checkpoint_model(
     return model.to(device).eval(), config
 
 
-def evaluate_run(run_dir: Path, device: str = "auto") -> dict[str, float]:
-    """Recompute a run's final accuracies from its checkpoint (they must match summary.json)."""
+def evaluate_run(run_dir: Path, device: str = "auto", test_size: int = 0) -> dict[str, float]:
+    """Recompute a run's final accuracies from its checkpoint (they must match summary.json),
+    or, with test_size, those it gets at another test side."""
     model, config = load_checkpoint_model(run_dir, resolve_device(device))
     config.quiet = True
+    config.test_size = test_size or config.test_size
     return split_scores(model, config, load_data(config, resolve_device(device)))[0]

@@ -21,6 +21,7 @@ from lab.records import (
     finished_runs,
     load_predictions,
     load_test_images,
+    minutes_curves,
     mistakes,
     pick_images,
     preset_table,
@@ -187,6 +188,41 @@ def curves_figure(run_dirs: Sequence[str | Path]) -> Figure:
     return fig
 
 
+def minutes_figure(table: pd.DataFrame) -> Figure:
+    """Val top-1 against training minutes for every run of a table (a marker at the end: its
+    test top-1), the study's test top-1 per model as dashed lines, the machines in the title."""
+    curves = minutes_curves(table)
+    if curves.empty:
+        raise LabError("no run with per-epoch metrics to draw")
+    fig = Figure(figsize=(10, 5), layout="constrained")
+    ax = fig.subplots()
+    colours: dict[str, str] = {}
+    for run, curve in curves.groupby("run", sort=False):
+        (line,) = ax.plot(curve["minutes"], curve["val_top1"], marker=".", label=run)
+        colours.setdefault(curve["model"].iloc[0], line.get_color())
+        end = table[table["run"] == run]
+        if "test_top1" in end and end["test_top1"].notna().any():
+            test = end["test_top1"].iloc[0]
+            ax.plot(curve["minutes"].iloc[-1], test, "*", ms=11, color=line.get_color())
+    for model, colour in colours.items():
+        if STUDY.get(model):
+            ax.axhline(STUDY[model][2], ls="--", lw=1, color=colour)
+            ax.annotate(
+                f"study {model} test", (0, STUDY[model][2]), fontsize=7, color=colour, va="bottom"
+            )
+    recorded = table.reindex(columns=["device", "precision"]).dropna()
+    machines = sorted({f"{row.device}, {row.precision}" for row in recorded.itertuples()})
+    ax.set(xlabel="training minutes", ylabel="top-1 (%)", ylim=(0, None))
+    ax.set_title(
+        "Val top-1 by training minutes (lines), test top-1 at the end (stars), study test"
+        f" (dashed)\n{'; '.join(machines) or 'machine not recorded'}",
+        fontsize=9,
+    )
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside right upper", fontsize="small")
+    return fig
+
+
 def mistakes_figure(run_dir: str | Path, count: int = 8) -> Figure:
     """The run's most confident test mistakes, titled with true and predicted class names."""
     wrong = mistakes(load_predictions(run_dir)).head(count)
@@ -295,10 +331,15 @@ def save_figure(fig: Figure, path: Path) -> Path:
 
 
 def make_figures(runs_root: str | Path, out_dir: str | Path) -> list[Path]:
-    """Write the accuracy, curves, saliency, presets and transfer PNGs that the records allow."""
+    """Write the accuracy, curves, minutes, saliency, presets and transfer PNGs that the
+    records allow."""
     table = finished_runs(runs_root)
     top = Path(best_runs(table).sort_values("val_top1", ascending=False)["path"].iloc[0])
-    figures = {"accuracy.png": accuracy_figure(table), "curves.png": curves_figure(table["path"])}
+    figures = {
+        "accuracy.png": accuracy_figure(table),
+        "curves.png": curves_figure(table["path"]),
+        "minutes.png": minutes_figure(table),
+    }
     # records exported to results/ keep no checkpoint or predictions: no saliency from them
     if (top / "checkpoint.pt").exists() and (top / "predictions.csv").exists():
         try:

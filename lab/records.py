@@ -77,6 +77,30 @@ def minutes_to(run_dir: Path, val_top1: float) -> float:
     return float(metrics["epoch_time_s"].to_numpy()[: reached.argmax() + 1].sum() / 60)
 
 
+def minutes_curves(table: pd.DataFrame) -> pd.DataFrame:
+    """Val top-1 against training minutes (epoch times summed) of each run of a load_runs
+    table with metrics, one row per epoch: run, model, epoch, minutes, val_top1."""
+    curves = []
+    for row in table.itertuples():
+        path = Path(row.path) / "metrics.csv"
+        if not path.exists():
+            continue
+        metrics = runs.read_table(path)
+        curves.append(
+            pd.DataFrame(
+                {
+                    "run": row.run,
+                    "model": row.model,
+                    "epoch": metrics["epoch"],
+                    "minutes": metrics["epoch_time_s"].cumsum() / 60,
+                    "val_top1": metrics["val_top1"],
+                }
+            )
+        )
+    columns = ["run", "model", "epoch", "minutes", "val_top1"]
+    return pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=columns)
+
+
 # Config fields that do not make two runs different experiments: the seed, and how and where a
 # run went on and was recorded (lab.config's field kinds); fields of older records count.
 NOT_THE_EXPERIMENT = ("seed", *(name for name in FIELDS if name not in EXPERIMENT_FIELDS))

@@ -3,14 +3,13 @@
 import os
 import sys
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from lab import records, runs
-from lab.config import Config, config_record, experiment_changes, make_config, read_config
+from lab.config import Config, check_reuse, config_record, make_config
 from lab.errors import LabError
 from lab.presets import PRESETS
 
@@ -106,31 +105,6 @@ def compare_is_current(runs_root: Path) -> bool:
         return False
     changed = [path.stat().st_mtime for path in runs_root.glob("*/summary.json")]
     return max(changed, default=0.0) < book.stat().st_mtime
-
-
-def reuse_problem(run_dir: Path, config: Config) -> str | None:
-    """How the experiment recorded in a run folder that would be reused (finished, so skipped,
-    or resumed from its checkpoint) differs from `config`, or None."""
-    if runs.run_status(run_dir) != "finished" and not runs.has_checkpoint(run_dir):
-        return None  # started afresh
-    try:
-        recorded = read_config(run_dir)
-    except (OSError, ValueError) as error:
-        return f"{run_dir}: unreadable config.json ({error})"
-    changed = experiment_changes(recorded, config)
-    return f"{run_dir} is another experiment ({'; '.join(changed)})" if changed else None
-
-
-def check_reuse(configs: Iterable[Config]) -> None:
-    """Refuse, in one LabError line, runs whose folder holds another experiment: a finished one
-    would be reported as this config's result, a resumed one would mix the two."""
-    problems = [
-        problem
-        for config in configs
-        if (problem := reuse_problem(Path(config.runs_root) / config.name, config))
-    ]
-    if problems:
-        raise LabError("; ".join(problems) + ": move the folder away or choose another runs root")
 
 
 def seed_configs(

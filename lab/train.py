@@ -48,6 +48,7 @@ from lab.models import (
     freeze_backbone,
     param_groups,
     train_mode,
+    zero_init_residual,
 )
 
 
@@ -222,6 +223,7 @@ def train_batches(
         augment=config.augment,
         generator=generator,
         size=size,
+        crop_scale=config.crop_scale,
     )
 
 
@@ -316,7 +318,7 @@ def make_optimizer(model: nn.Module, config: Config) -> torch.optim.SGD:
     groups = param_groups(
         model, config.lr, config.backbone_lr or None, config.weight_decay, config.no_decay_norm_bias
     )
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
 
 
 def weight_average(model: nn.Module, config: Config) -> AveragedModel | None:
@@ -496,6 +498,8 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
     # ---- model, optimizer and weight average
     torch.manual_seed(config.seed)
     model = build_model(config.model, num_classes=run_data.num_classes, **model_kwargs(config))
+    if config.zero_init_residual:
+        zero_init_residual(model, config.model)
     if config.init_from:
         load_backbone(model, Path(config.init_from))
     if config.freeze_backbone:

@@ -15,8 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from lab import runs
-from lab.config import Config, check_config
-from lab.sweep import check_reuse
+from lab.config import Config, check_config, check_reuse
 from lab.train import fit
 
 MODES = ("head", "whole", "scratch")

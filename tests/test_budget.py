@@ -12,9 +12,8 @@ import pandas as pd
 import pytest
 
 from lab import runs
-from lab.config import Config
+from lab.config import Config, reuse_problem
 from lab.errors import LabError
-from lab.sweep import reuse_problem
 from lab.train import fit, plan_epochs, schedule_seconds, train_size
 
 REPO = Path(__file__).resolve().parents[1]

@@ -182,6 +182,6 @@ def test_figures_without_saliency_when_the_best_run_is_damaged(
     run = copy(record, root / "run")
     cut(run / name)
     written = {path.name for path in make_figures(root, tmp_path / "figures")}
-    assert written == {"accuracy.png", "curves.png"}
+    assert written == {"accuracy.png", "curves.png", "minutes.png"}
     line = one_line(capsys.readouterr().err)
     assert line.startswith("saliency.png left out: ") and str(run / name) in line

@@ -498,6 +498,36 @@ def test_crop_flip_shifts_within_zero_padding(small) -> None:
     assert not torch.equal(collect(small, "crop_flip", seed=5)[0], x)
 
 
+def test_rrc_crops_inside_the_image_at_the_epochs_side(small) -> None:
+    images, _, mean, scale = small
+    x, y, out = collect(small, "rrc", size=40, crop_scale=0.25)
+    assert x.shape == (10, 3, 40, 40)
+    assert all(b.is_contiguous(memory_format=torch.channels_last) for b, _ in out)
+    assert torch.equal(collect(small, "rrc", size=40, crop_scale=0.25)[0], x)  # seeded
+    assert not torch.equal(collect(small, "rrc", seed=5, size=40, crop_scale=0.25)[0], x)
+    # a crop never reaches past the image: every output pixel lies in its image's value range
+    normalized = (images.permute(0, 3, 1, 2).float() - mean) / scale
+    low, high = normalized.amin((2, 3))[y], normalized.amax((2, 3))[y]
+    assert (x.amin((2, 3)) >= low - 1e-4).all() and (x.amax((2, 3)) <= high + 1e-4).all()
+    boxes = data.crop_boxes(
+        1000, 0.25, {"generator": torch.Generator().manual_seed(0), "device": "cpu"}
+    )
+    cx, cy, w, h = boxes.T
+    area = w * h
+    assert (cx - w / 2 >= 0).all() and (cx + w / 2 <= 1 + 1e-6).all() and (cy - h / 2 >= 0).all()
+    assert area.min() >= 0.25 * 0.74 and area.max() <= 1 and area.mean() > 0.5
+    assert ((w / h) - 1).abs().max() < 4 / 3
+
+
+def test_a_whole_image_box_is_the_image() -> None:
+    x = torch.rand(2, 3, 64, 64)
+    whole = torch.tensor([[0.5, 0.5, 1.0, 1.0]] * 2)
+    assert torch.allclose(data._resized_crop(x, whole, 64), x, atol=1e-5)
+    # the top-left quarter at 32 px lands each output pixel on an input pixel's centre
+    quarter = torch.tensor([[0.25, 0.25, 0.5, 0.5]] * 2)
+    assert torch.allclose(data._resized_crop(x, quarter, 32), x[..., :32, :32], atol=1e-5)
+
+
 def test_batches_leave_the_generator_alone_without_augmentation(small) -> None:
     images, labels, mean, scale = small
     generator = torch.Generator().manual_seed(3)

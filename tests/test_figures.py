@@ -19,7 +19,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def test_make_figures_writes_pngs(dashboard_runs: Path, tmp_path: Path) -> None:
     paths = figures.make_figures(dashboard_runs, tmp_path / "out")
-    assert [p.name for p in paths] == ["accuracy.png", "curves.png", "saliency.png"]  # one preset
+    names = ["accuracy.png", "curves.png", "minutes.png", "saliency.png"]  # one preset
+    assert [p.name for p in paths] == names
     for path in paths:
         assert path.read_bytes()[:8] == PNG
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in paths)
@@ -34,8 +35,21 @@ def test_make_figures_compares_presets(dashboard_runs: Path, tmp_path: Path) -> 
     runs.update_summary(root / "paper-base", preset="paper")
     paths = figures.make_figures(root, tmp_path / "out")
     # no saliency: exported records keep no checkpoint
-    assert [p.name for p in paths] == ["accuracy.png", "curves.png", "presets.png"]
+    assert [p.name for p in paths] == ["accuracy.png", "curves.png", "minutes.png", "presets.png"]
     assert (tmp_path / "out" / "presets.png").read_bytes()[:8] == PNG
+
+
+def test_minutes_curves_sum_the_epoch_times(dashboard_runs: Path) -> None:
+    table = records.finished_runs(dashboard_runs)
+    curves = records.minutes_curves(table)
+    run = table["path"].iloc[0]
+    metrics = runs.read_table(Path(run) / "metrics.csv")
+    mine = curves[curves["run"] == Path(run).name]
+    assert list(mine["epoch"]) == list(metrics["epoch"])
+    assert mine["minutes"].iloc[-1] == pytest.approx(metrics["epoch_time_s"].sum() / 60)
+    assert mine["minutes"].is_monotonic_increasing
+    fig = figures.minutes_figure(table)
+    assert table["device"].iloc[0] in fig.axes[0].get_title()  # the CPU and precision named
 
 
 def test_make_figures_needs_a_finished_run(tmp_path: Path) -> None:

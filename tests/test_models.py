@@ -11,6 +11,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torchvision.models import GoogLeNet, GoogLeNet_Weights
 
+from lab.errors import LabError
 from lab.models import (
     MODELS,
     build_model,
@@ -20,6 +21,7 @@ from lab.models import (
     model_names,
     model_table,
     param_groups,
+    zero_init_residual,
 )
 
 NAMES = model_names()
@@ -305,3 +307,15 @@ def test_param_groups_split_head_backbone_and_no_decay():
             ("head", 0.1, 5e-4),
         ]
     torch.optim.SGD(param_groups(model, 0.1, 0.01, 5e-4, True), lr=0.1, momentum=0.9).step()
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet18_s2"])
+def test_zero_init_residual_starts_each_block_as_its_shortcut(name):
+    model = build_model(name, num_classes=10)
+    zero_init_residual(model, name)
+    last_bns = [
+        m.bn3 if hasattr(m, "bn3") else m.bn2 for m in model.modules() if hasattr(m, "shortcut")
+    ]
+    assert last_bns and all(bn.weight.abs().sum() == 0 for bn in last_bns)
+    with pytest.raises(LabError, match="baseline has no residual blocks"):
+        zero_init_residual(build_model("baseline", num_classes=10), "baseline")

@@ -13,13 +13,12 @@ from jupyter_client.kernelspec import KernelSpecManager
 
 import lab.sweep
 from lab import records, runs
-from lab.config import Config, make_config
+from lab.config import Config, check_reuse, make_config
 from lab.models import model_names
 from lab.presets import PRESETS
 from lab.study import STUDY_MODELS
 from lab.sweep import (
     NOTEBOOKS,
-    check_reuse,
     compare_is_current,
     default_kernel,
     seed_configs,
@@ -170,7 +169,7 @@ def test_sweep_records_failures_goes_on_and_skips_finished(
     assert (broken / "train.ipynb").exists()  # the executed notebook: the debugging record
     assert (tmp_path / "quick-baseline" / "train.ipynb").exists()
     figures = sorted(path.name for path in (tmp_path / "figures").iterdir())
-    assert figures == ["accuracy.png", "curves.png", "saliency.png"]  # by compare.ipynb
+    assert figures == ["accuracy.png", "curves.png", "minutes.png", "saliency.png"]  # compare.ipynb
     assert images_shown(nbformat.read(tmp_path / "compare.ipynb", as_version=4)) == 2
     finished = runs.read_json(tmp_path / "quick-baseline" / "summary.json")
     assert first.set_index("run").loc["quick-baseline", "test_top1"] == finished["test_top1"]

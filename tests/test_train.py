@@ -22,7 +22,7 @@ from lab.device import resolve_device
 from lab.errors import LabError
 from lab.evaluate import evaluate_run, predict_logits
 from lab.models import build_model
-from lab.train import epoch_plan, fit, lr_factor, train_size
+from lab.train import epoch_plan, fit, lr_factor, make_optimizer, train_size
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -534,3 +534,28 @@ def test_ema_run_checkpoints_the_average_and_the_raw_weights(base: Config) -> No
     assert any(differs), "the evaluated weights are the average, not the last step's"
     summary = runs.read_json(run_dir / "summary.json")
     assert evaluate_run(run_dir)["test_top1"] == pytest.approx(summary["test_top1"], abs=0.01)
+
+
+def test_recipe_knobs_train_and_evaluate_as_recorded(base: Config) -> None:
+    config = replace(
+        base,
+        name="recipe-knobs",
+        epochs=1,
+        augment="rrc",
+        crop_scale=0.3,
+        nesterov=True,
+        zero_init_residual=True,
+        test_size=80,
+    )
+    run_dir = fit(config)
+    summary = runs.read_json(run_dir / "summary.json")
+    assert summary["status"] == "finished"
+    # the re-evaluation tests at the recorded side: upsampled to 80 px, as the summary was
+    assert evaluate_run(run_dir)["test_top1"] == pytest.approx(summary["test_top1"], abs=0.01)
+    model = build_model("resnet20_cifar", num_classes=4)
+    assert make_optimizer(model, config).param_groups[0]["nesterov"] is True
+    images = torch.randint(0, 256, (3, 64, 64, 3), dtype=torch.uint8)
+    mean, scale = torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
+    at_64 = predict_logits(model, images, mean, scale, amp=False)
+    at_80 = predict_logits(model, images, mean, scale, amp=False, size=80)
+    assert at_80.shape == at_64.shape and not torch.allclose(at_80, at_64)

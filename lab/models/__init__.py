@@ -12,7 +12,14 @@ from lab.errors import LabError
 from lab.models.alexnet import alexnet_reduced
 from lab.models.baseline import baseline
 from lab.models.inception import inception
-from lab.models.resnet import resnet18, resnet18_cpu, resnet18_s2, resnet20, resnet20_cifar
+from lab.models.resnet import (
+    resnet18,
+    resnet18_cpu,
+    resnet18_s2,
+    resnet20,
+    resnet20_cifar,
+    zero_residual_bns,
+)
 from lab.models.squeezenet import squeezenet
 from lab.models.vgg import vgg_reduced
 
@@ -83,6 +90,12 @@ def build_model(name: str, num_classes: int = 200, **options) -> nn.Module:
     if num_classes < 1:
         raise LabError(f"num_classes must be at least 1, got {num_classes}")
     return MODELS[name].builder(num_classes, **options)
+
+
+def zero_init_residual(model: nn.Module, name: str) -> None:
+    """Start each residual block of `model` (registry name `name`) as its shortcut."""
+    if not zero_residual_bns(model):
+        raise LabError(f"zero_init_residual: {name} has no residual blocks")
 
 
 def count_params(model: nn.Module) -> int:

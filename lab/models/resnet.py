@@ -121,6 +121,15 @@ def init_weights(model: nn.Module) -> nn.Module:
     return model
 
 
+def zero_residual_bns(model: nn.Module) -> int:
+    """Zero the last BN's scale in each residual block, so every block starts as its shortcut
+    (Goyal et al. 2017); returns how many blocks there were."""
+    blocks = [m for m in model.modules() if isinstance(m, (BasicBlock, Bottleneck))]
+    for block in blocks:
+        nn.init.zeros_(block.bn3.weight if isinstance(block, Bottleneck) else block.bn2.weight)
+    return len(blocks)
+
+
 def resnet20(num_classes: int = 200) -> nn.Sequential:
     """Build the study's bottleneck ResNet-20 (about 3.6M parameters with 200 classes)."""
     layers = [("stem", imagenet_stem(64))]
