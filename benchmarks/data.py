@@ -1,9 +1,10 @@
 """Data pipeline speed on the real archive: JPEG decoders on one core (the lab's PIL against
 torchvision.io, deprecated since torchvision 0.29, and TorchCodec where installed), the
-decode-once cache build, and batch throughput of `lab.data.batches` (crop+flip, on CPU) against
-torchvision ImageFolder + PIL transforms + DataLoader(num_workers=2), on the same classes.
+decode-once cache build, and batch throughput of `lab.data.batches` (crop+flip or
+random-resized crops, on CPU) against torchvision ImageFolder + the same PIL transforms +
+DataLoader(num_workers=2), on the same classes.
 
-    python benchmarks/data.py --data /path/to/tiny-imagenet-200.zip [--decoders-only]
+    python benchmarks/data.py --data ZIP [--decoders-only] [--augment rrc]
 """
 
 import argparse
@@ -23,6 +24,8 @@ from torchvision import datasets, transforms
 
 from lab import data
 from lab.device import cpu_info
+
+CROP_SCALE = 0.35  # rrc's smallest crop, as the ablation in RESULTS.md trains with
 
 
 def timed(run: Callable[[], int]) -> tuple[int, float, float]:
@@ -78,8 +81,8 @@ def decoder_table(source: Path, count: int) -> None:
         print(f"{name:<26} {speed:>12,.0f} {ratio:>5.2f}x  {'yes' if same else 'NO'}")
 
 
-def ours(cache: Path, classes: int, batch_size: int, epochs: int) -> int:
-    """Images served by `epochs` shuffled crop+flip passes of lab.data.batches."""
+def ours(cache: Path, classes: int, batch_size: int, epochs: int, augment: str) -> int:
+    """Images served by `epochs` shuffled passes of lab.data.batches, augmented."""
     split = data.load_split("train", cache_dir=cache, classes=classes)
     images, labels = torch.from_numpy(split.images), torch.from_numpy(split.labels)
     mean, scale = data.normalizer(data.load_stats(cache), "pixel")
@@ -93,8 +96,9 @@ def ours(cache: Path, classes: int, batch_size: int, epochs: int) -> int:
             mean=mean,
             scale=scale,
             shuffle=True,
-            augment="crop_flip",
+            augment=augment,
             generator=generator,
+            crop_scale=CROP_SCALE,
         ):
             count += len(x)
     return count
@@ -112,11 +116,17 @@ def extract_classes(source: Path, wnids: list[str], folder: Path) -> Path:
     return folder
 
 
-def image_folder(root: Path, stats: dict, batch_size: int, workers: int, epochs: int) -> int:
-    """Images served by `epochs` passes of the torchvision reference pipeline."""
+def image_folder(
+    root: Path, stats: dict, batch_size: int, workers: int, epochs: int, augment: str
+) -> int:
+    """Images served by `epochs` passes of the torchvision reference pipeline, augmented."""
+    crop = {
+        "crop_flip": transforms.RandomCrop(64, padding=4),
+        "rrc": transforms.RandomResizedCrop(64, scale=(CROP_SCALE, 1)),
+    }[augment]
     transform = transforms.Compose(
         [
-            transforms.RandomCrop(64, padding=4),
+            crop,
             transforms.RandomHorizontalFlip(),
             transforms.ToTensor(),
             transforms.Normalize(stats["mean_channel"] / 255, stats["std_channel"] / 255),
@@ -139,6 +149,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers")
     parser.add_argument("--epochs", type=int, default=3, help="passes in each loader test")
     parser.add_argument("--decode", type=int, default=10_000, help="JPEGs in the decoder test")
+    parser.add_argument("--augment", choices=("crop_flip", "rrc"), default="crop_flip")
     parser.add_argument(
         "--decoders-only", action="store_true", help="only the decoder table (seconds, no cache)"
     )
@@ -172,20 +183,26 @@ def main() -> None:
         torch.set_num_threads(1)
         # Best of 3: each run takes well under a second, so one busy moment would dominate it.
         runs = [
-            timed(lambda: ours(cache, args.classes, args.batch_size, args.epochs)) for _ in range(3)
+            timed(lambda: ours(cache, args.classes, args.batch_size, args.epochs, args.augment))
+            for _ in range(3)
         ]
         wnids = data.load_split("train", cache_dir=cache, classes=args.classes).wnids
         root = extract_classes(source, wnids, Path(tmp) / "folder")
         stats = data.load_stats(cache)
         reference = timed(
-            lambda: image_folder(root, stats, args.batch_size, args.workers, args.epochs)
+            lambda: image_folder(
+                root, stats, args.batch_size, args.workers, args.epochs, args.augment
+            )
         )
 
     rows = {
         "lab.data.batches, 1 thread": min(runs, key=lambda run: run[1]),
         f"ImageFolder + PIL, {args.workers} workers": reference,
     }
-    print(f"\ncrop+flip batches of {args.batch_size}, {args.classes} classes, {args.epochs} epochs")
+    print(
+        f"\n{args.augment} batches of {args.batch_size}, {args.classes} classes,"
+        f" {args.epochs} epochs"
+    )
     print(
         f"{'loader':<30} {'images':>7} {'wall s':>7} {'images/s':>9} {'ratio':>6}"
         f" {'CPU s':>6} {'images/CPU-s':>12} {'ratio':>6}"

@@ -170,7 +170,7 @@ def test_sweep_records_failures_goes_on_and_skips_finished(
     assert (tmp_path / "quick-baseline" / "train.ipynb").exists()
     figures = sorted(path.name for path in (tmp_path / "figures").iterdir())
     assert figures == ["accuracy.png", "curves.png", "minutes.png", "saliency.png"]  # compare.ipynb
-    assert images_shown(nbformat.read(tmp_path / "compare.ipynb", as_version=4)) == 2
+    assert images_shown(nbformat.read(tmp_path / "compare.ipynb", as_version=4)) == 3
     finished = runs.read_json(tmp_path / "quick-baseline" / "summary.json")
     assert first.set_index("run").loc["quick-baseline", "test_top1"] == finished["test_top1"]
 
