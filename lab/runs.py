@@ -358,7 +358,9 @@ def run_row(path: Path) -> dict:
 
 
 # The files of a record small enough to commit (results/): no checkpoints or per-image tables.
-RECORD_FILES = ("config.json", "summary.json", "metrics.csv", "per_class.csv")
+# predictions.csv (about 0.5 MB) lets anyone rescore a committed record against the official
+# val_annotations.txt; checkpoints and the confusion matrix stay behind.
+RECORD_FILES = ("config.json", "summary.json", "metrics.csv", "per_class.csv", "predictions.csv")
 
 
 def portable_config(config: dict) -> dict:
