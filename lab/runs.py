@@ -357,9 +357,9 @@ def run_row(path: Path) -> dict:
     return row
 
 
-# The files of a record small enough to commit (results/): no checkpoints or per-image tables.
-# predictions.csv (about 0.5 MB) lets anyone rescore a committed record against the official
-# val_annotations.txt; checkpoints and the confusion matrix stay behind.
+# The files of a record small enough to commit (results/): no checkpoints, no confusion matrix;
+# predictions.csv (about 0.5 MB, a row a test image) lets anyone rescore a committed record
+# against the archive's val_annotations.txt.
 RECORD_FILES = ("config.json", "summary.json", "metrics.csv", "per_class.csv", "predictions.csv")
 
 
