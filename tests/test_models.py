@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
+from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import GoogLeNet, GoogLeNet_Weights
 
 from lab.errors import LabError
@@ -102,11 +103,17 @@ def test_param_counts_pinned_for_the_study_layouts():
     assert count_params(build_model("resnet20_cifar", num_classes=10)) == 269_722
 
 
-def test_count_macs_is_half_the_flops_and_keeps_training_mode():
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.Flatten())
-    assert count_macs(model) == 64 * 64 * 8 * 27
-    assert count_macs(model, input_size=32) == 32 * 32 * 8 * 27
+def test_count_macs_counts_what_torchs_flop_counter_counts_and_keeps_training_mode():
+    grouped = nn.Conv2d(8, 8, 3, padding=1, groups=4, bias=False)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), grouped, nn.Flatten())
+    assert count_macs(model) == 64 * 64 * 8 * 27 + 64 * 64 * 8 * 2 * 9
+    assert count_macs(model, input_size=32) == 32 * 32 * 8 * 27 + 32 * 32 * 8 * 2 * 9
     assert model.training
+    for name in NAMES:  # torch's counter reports 2 flops per multiply-add
+        model = build_model(name)
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model.eval()(torch.zeros(1, 3, 32, 32))
+        assert count_macs(model.train(), input_size=32) == counter.get_total_flops() // 2, name
 
 
 def test_model_table_has_a_row_per_model():

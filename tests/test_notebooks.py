@@ -159,6 +159,8 @@ def test_nbval(tmp_path: Path) -> None:
         "--nbval-current-env",
         "-p",
         "no:cacheprovider",
+        "-n",  # in one process, in `order`: pyproject's -n auto would spread them over workers
+        "0",
         "-q",
         *(str(tmp_path / "notebooks" / f"{name}.ipynb") for name in order),
     ]

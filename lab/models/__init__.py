@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from lab.errors import LabError
 from lab.models.alexnet import alexnet_reduced
@@ -105,16 +104,32 @@ def count_params(model: nn.Module) -> int:
 
 def count_macs(model: nn.Module, input_size: int = 64) -> int:
     """Multiply-accumulates of one forward pass on one input_size x input_size RGB image."""
+    # Counted by hooks on the layers that multiply-add (the registry's models have no others):
+    # torch's FlopCounterMode imports torch._dynamo on first use, 2 s at the start of every run.
+    macs = 0
+
+    def count(layer: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal macs
+        if isinstance(layer, nn.Conv2d):
+            kernel = layer.kernel_size[0] * layer.kernel_size[1]
+            macs += output.numel() * kernel * layer.in_channels // layer.groups
+        else:
+            macs += output.numel() * layer.in_features
+
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    hooks = [layer.register_forward_hook(count) for layer in layers]
     p = next(model.parameters())
     x = torch.zeros(1, 3, input_size, input_size, device=p.device, dtype=p.dtype)
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad():
             model(x)
     finally:
         model.train(was_training)
-    return counter.get_total_flops() // 2  # the counter reports 2 flops per multiply-add
+        for hook in hooks:
+            hook.remove()
+    return macs
 
 
 def model_table(input_size: int = 64) -> list[dict]:
