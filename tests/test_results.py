@@ -81,7 +81,7 @@ def test_gpu_script_runs_stops_at_its_deadline_and_returns_the_records(
     site.mkdir()
     block = f"import sys\nsys.modules.update(dict.fromkeys({NOT_ON_THE_GPU_IMAGE!r}))\n"
     (site / "sitecustomize.py").write_text(block)
-    cheap = "--model resnet20_cifar --batch-size 32 --lr 0.05 --train-eval-size 64"
+    cheap = "--model baseline --batch-size 32 --lr 0.05 --train-eval-size 64"
     env = {**os.environ, "OUT": str(out), "DEVICE": "cpu", "LAB_DATA_DIR": str(tmp_path / "d")}
     env.update(MIN_LEFT="5", RUNS_ROOT=str(tmp_path / "runs"), PYTHON=sys.executable)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
