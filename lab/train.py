@@ -76,7 +76,11 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
 
 def warmup_epochs(config: Config) -> float:
     """Epochs of linear warmup: as configured, or 30% of the run for onecycle."""
-    return config.warmup_epochs or (0.3 * config.epochs if config.schedule == "onecycle" else 0)
+    if not config.warmup_epochs:
+        return 0.3 * config.epochs if config.schedule == "onecycle" else 0.0
+    # at most half the run: a --minutes budget on a slow CPU can plan 2 epochs, and 2 epochs of
+    # warmup would end the run at the peak lr without annealing
+    return min(config.warmup_epochs, 0.5 * config.epochs)
 
 
 def train_size(epoch: int, config: Config) -> int:

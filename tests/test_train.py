@@ -22,7 +22,7 @@ from lab.device import resolve_device
 from lab.errors import LabError
 from lab.evaluate import evaluate_run, predict_logits
 from lab.models import build_model, classifier_name
-from lab.train import epoch_plan, fit, lr_factor, make_optimizer, train_size
+from lab.train import epoch_plan, fit, lr_factor, lr_multiplier, make_optimizer, train_size
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -303,6 +303,15 @@ def test_runs_and_export_do_without_torch(finished: Path, tmp_path: Path) -> Non
 def test_lr_schedules(schedule: str, step: int, expected: float) -> None:
     # 110 steps, the first 10 of them warmup.
     assert lr_factor(step, 110, 10, schedule) == pytest.approx(expected)
+
+
+def test_warmup_leaves_half_a_short_run_to_anneal() -> None:
+    # the cpu preset's 2 warmup epochs, in the 2 epochs a budget plans on a slow CPU
+    short = lr_multiplier(Config(epochs=2, warmup_epochs=2.0, schedule="onecycle"), 10)
+    assert short(9) == pytest.approx(1.0)  # the peak after one epoch
+    assert short(19) == pytest.approx(0.1)  # the last step anneals
+    long = lr_multiplier(Config(epochs=30, warmup_epochs=2.0, schedule="onecycle"), 10)
+    assert long(19) == pytest.approx(1.0)  # longer runs warm up as configured
 
 
 def test_every_rank_takes_the_same_whole_batches() -> None:
