@@ -50,7 +50,7 @@ class Config:
     nesterov: bool = knob(False, "Nesterov momentum")
     weight_decay: float = knob(1e-4, "L2 penalty through SGD")
     schedule: str = knob("constant", "constant | step (x0.1 at 50% and 75%) | cosine | onecycle")
-    warmup_epochs: float = knob(0.0, "linear warmup from 0 (onecycle: 30% of the run when 0)")
+    warmup_epochs: float = knob(0.0, "linear warmup, at most half the run (onecycle: 30% when 0)")
     label_smoothing: float = knob(0.0, "cross-entropy label smoothing")
     augment: str = knob(
         "flip", "none | flip | crop_flip (4 px pad, random crop, flip) | rrc (random-resized crop)"

@@ -75,7 +75,7 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
 
 
 def warmup_epochs(config: Config) -> float:
-    """Epochs of linear warmup: as configured, or 30% of the run for onecycle."""
+    """Epochs of linear warmup: as configured (at most half the run), or 30% of it for onecycle."""
     if not config.warmup_epochs:
         return 0.3 * config.epochs if config.schedule == "onecycle" else 0.0
     # at most half the run: a --minutes budget on a slow CPU can plan 2 epochs, and 2 epochs of
