@@ -24,7 +24,7 @@ import torch
 
 from lab import data
 from lab.config import Config, make_config
-from lab.device import device_label, precision, resolve_device
+from lab.device import device_label, keep_freed_memory, precision, resolve_device
 from lab.models import build_model, model_names
 from lab.train import (
     lr_scheduler,
@@ -117,7 +117,13 @@ def main() -> None:
         default="",
         help="train as its config and estimate each run's epochs and minutes",
     )
+    parser.add_argument(
+        "--glibc-default",
+        action="store_true",
+        help="leave malloc as glibc sets it, not as a run sets it (lab.device.keep_freed_memory)",
+    )
     args = parser.parse_args()
+    kept = not args.glibc_default and keep_freed_memory()
     device = resolve_device(args.device)
     variants = list(VARIANTS) if args.variants == "all" else args.variants.split(",")
     given = {"preset": args.preset} | ({"batch_size": args.batch_size} if args.batch_size else {})
@@ -140,7 +146,8 @@ def main() -> None:
     images, labels = images.to(device), labels.to(device)
     print(
         f"{device_label(device)}, bf16 variants run in {precision(device, True)}, batch "
-        f"{batch_size}, {args.steps} timed steps, torch {torch.__version__}"
+        f"{batch_size}, {args.steps} timed steps, torch {torch.__version__}, "
+        f"{'freed memory kept' if kept else 'glibc malloc defaults'}"
     )
     print(f"{'model':<16}{'variant':<28}{'px':>4}{'img/s':>9}{'data wait %':>13}{'x first':>9}")
     estimates = {}

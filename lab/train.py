@@ -37,7 +37,7 @@ from lab.config import (
     read_config,
 )
 from lab.data import RunData, load_data
-from lab.device import autocast, device_label, precision, resolve_device
+from lab.device import autocast, device_label, keep_freed_memory, precision, resolve_device
 from lab.errors import LabError
 from lab.evaluate import accuracy, final_evaluation, run_logits
 from lab.models import (
@@ -443,6 +443,7 @@ def fit(config: Config) -> Path:
     check_config(config)
     world = int(os.environ.get("WORLD_SIZE", 1))
     device = resolve_device(config.device)
+    keep_freed_memory()  # before the plan measures the speed it will train at
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)

@@ -571,3 +571,36 @@ def test_recipe_knobs_train_and_evaluate_as_recorded(base: Config) -> None:
     at_64 = predict_logits(model, images, mean, scale, amp=False)
     at_80 = predict_logits(model, images, mean, scale, amp=False, size=80)
     assert at_80.shape == at_64.shape and not torch.allclose(at_80, at_64)
+
+
+MMAPPED_BYTES = """
+import ctypes, sys, torch
+from lab.device import keep_freed_memory
+fields = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in fields.split()]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Mallinfo2
+if sys.argv[1] == "kept":
+    assert keep_freed_memory()
+before = libc.mallinfo2().hblkhd
+activations = torch.ones(64, 64, 64, 64)  # 64 MB, as a batch's activations
+print(libc.mallinfo2().hblkhd - before)
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None,
+    reason="glibc's malloc only",
+)
+def test_keep_freed_memory_serves_big_blocks_from_the_heap() -> None:
+    """A run's big activations come from the heap, reused, not from an mmap each step."""
+
+    def mmapped(mode: str) -> int:
+        out = subprocess.run(
+            [sys.executable, "-c", MMAPPED_BYTES, mode], capture_output=True, text=True, check=True
+        )
+        return int(out.stdout)
+
+    assert mmapped("default") >= 64 * 2**20  # glibc's default: an mmap of its own
+    assert mmapped("kept") == 0
