@@ -132,11 +132,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Recompute a run's accuracies from its checkpoint and compare them with its summary."""
     from lab.evaluate import evaluate_run
 
-    recomputed = evaluate_run(Path(args.run), device=args.device, test_size=args.test_size)
-    if args.test_size:  # another side than the run's: nothing to compare with
-        print_table(
-            [{"metric": k, f"at {args.test_size} px": f"{v:.2f}"} for k, v in recomputed.items()]
-        )
+    recomputed = evaluate_run(
+        Path(args.run), device=args.device, test_size=args.test_size, bn_images=args.bn_images
+    )
+    if args.test_size or args.bn_images:  # not the run's evaluation: nothing to compare with
+        side = f"at {args.test_size} px" if args.test_size else "at the run's side"
+        column = side + (f", BN on {args.bn_images} images" if args.bn_images else "")
+        print_table([{"metric": k, column: f"{v:.2f}"} for k, v in recomputed.items()])
         return 0
     summary = runs.read_json(Path(args.run) / "summary.json")
     rows = [
@@ -307,6 +309,13 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="accuracies at this test side (upsampled past 64), not compared; 0 = the run's",
+    )
+    p.add_argument(
+        "--bn-images",
+        type=int,
+        default=0,
+        help="first re-estimate the BatchNorm statistics on this many train images at the "
+        "test side, not compared",
     )
     p.set_defaults(func=cmd_evaluate)
 

@@ -38,10 +38,11 @@ def keep_freed_memory() -> bool:
     """Have glibc's malloc keep freed memory for reuse; returns whether it could (glibc only).
 
     By default glibc serves every block over 32 MB (a batch's activations) by a fresh mmap and
-    hands it back on free, so each training step page-faults its activations in again: on 2
-    AVX2-only cores resnet18_s2 trained 64 px batches of 256 in fp32 at 82 img/s so, and at
-    84-97 with this set (benchmarks/train.py --glibc-default compares). Peak memory is held,
-    not returned. Process-wide.
+    hands it back on free, so each training step page-faults its activations in again. On 2
+    AVX2-only cores, resnet18_s2's fp32 steps on batches of 256 ran at 80-85 img/s at 64 px
+    and 273-298 at 32 px so, at 84-97 and 299-303 with this set, with a fifth of the system
+    time (benchmarks/train.py --glibc-default compares). Peak memory is held, not returned.
+    Process-wide.
     """
     if platform.libc_ver()[0] != "glibc":
         return False

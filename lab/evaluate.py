@@ -8,6 +8,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 from lab import data, runs
 from lab.config import Config, model_kwargs, read_config
@@ -171,10 +172,29 @@ def load_checkpoint_model(
     return model.to(device).eval(), config
 
 
-def evaluate_run(run_dir: Path, device: str = "auto", test_size: int = 0) -> dict[str, float]:
+def reestimate_bn(model: nn.Module, config: Config, run: RunData, count: int) -> None:
+    """Recompute the BatchNorm statistics on `count` unaugmented train images at the test side
+    (FixRes): those of training describe crops at the training side, not test images."""
+    sample = train_sample(len(run.images["train"]), count, config.seed + 1)
+    images = run.images["train"][sample.to(run.images["train"].device)]
+    labels = torch.zeros(len(images), dtype=torch.long)
+    stream = data.batches(
+        images, labels, 256, mean=run.mean, scale=run.scale, size=config.test_size
+    )
+    with torch.no_grad(), autocast(run.mean.device, config.amp):
+        update_bn(stream, model)  # the average of the batches' statistics, no momentum
+
+
+def evaluate_run(
+    run_dir: Path, device: str = "auto", test_size: int = 0, bn_images: int = 0
+) -> dict[str, float]:
     """Recompute a run's final accuracies from its checkpoint (they must match summary.json),
-    or, with test_size, those it gets at another test side."""
+    or, with test_size or bn_images, those it gets at another test side or with BN statistics
+    re-estimated there (reestimate_bn)."""
     model, config = load_checkpoint_model(run_dir, resolve_device(device))
     config.quiet = True
     config.test_size = test_size or config.test_size
-    return split_scores(model, config, load_data(config, resolve_device(device)))[0]
+    run = load_data(config, resolve_device(device))
+    if bn_images:
+        reestimate_bn(model, config, run, bn_images)
+    return split_scores(model, config, run)[0]

@@ -20,7 +20,7 @@ from lab.cli import main
 from lab.config import Config, make_config
 from lab.device import resolve_device
 from lab.errors import LabError
-from lab.evaluate import evaluate_run, predict_logits
+from lab.evaluate import evaluate_run, load_checkpoint_model, predict_logits, reestimate_bn
 from lab.models import build_model, classifier_name
 from lab.train import epoch_plan, fit, lr_factor, lr_multiplier, make_optimizer, train_size
 
@@ -128,6 +128,33 @@ def test_evaluate_recomputes_the_summary(finished: Path, capsys: pytest.CaptureF
     code, out, err = cli(capsys, "evaluate", str(finished))
     assert code == 0, err
     assert "test_top1" in out
+
+
+def test_bn_reestimation_averages_train_images_at_the_test_side(
+    finished: Path, capsys: pytest.CaptureFixture
+) -> None:
+    model, config = load_checkpoint_model(finished)
+    config.test_size = 80
+    run = data.load_data(config, torch.device("cpu"))
+    first_bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    sides, bn_inputs = [], []
+    hooks = [
+        model.register_forward_pre_hook(lambda m, args: sides.append(args[0].shape[-1])),
+        first_bn.register_forward_pre_hook(lambda m, args: bn_inputs.append(args[0])),
+    ]
+    reestimate_bn(model, config, run, 40)
+    for hook in hooks:
+        hook.remove()
+    inputs = torch.cat(bn_inputs)
+    assert set(sides) == {80} and len(inputs) == min(40, len(run.images["train"]))
+    # the average over the batches (one here), not a running one with momentum
+    torch.testing.assert_close(first_bn.running_mean, inputs.mean(dim=(0, 2, 3)))
+    assert not model.training
+    code, out, err = cli(
+        capsys, "evaluate", str(finished), "--test-size", "80", "--bn-images", "40"
+    )
+    assert code == 0, err
+    assert "at 80 px, BN on 40 images" in out and "test_top1" in out
 
 
 def test_evaluate_flags_a_mismatch(finished: Path, tmp_path: Path, capsys) -> None:
