@@ -104,9 +104,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     if int(os.environ.get("RANK", 0)) != 0:  # under torchrun, rank 0 reports
         return
     summary = runs.read_json(run_dir / "summary.json")
+    replanned = (
+        f", {summary['epochs']} as its epochs ran"
+        if config.minutes and summary["epochs"] != summary["planned_epochs"]
+        else ""
+    )
     planned = (
         f" ({summary['planned_epochs']} epochs planned to {summary['planned_train_minutes']:.3g}"
-        f" of a {config.minutes:g}-minute budget)"
+        f" of a {config.minutes:g}-minute budget{replanned})"
         if config.minutes
         else ""
     )

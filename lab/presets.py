@@ -1,8 +1,9 @@
 """Named experiment presets: Config overrides shared by all models plus per-model overrides.
 
 A CPU preset gives each model a time budget (`minutes`): the run measures its speed and plans
-its epochs (lab.train.plan_epochs), so the preset takes as long on any CPU, with or without
-native bf16 (a CPU without it runs fp32, and so fewer epochs in the same minutes).
+its epochs (lab.train.plan_epochs), and plans them again from its epochs' own times as it goes
+(lab.train.replan_epochs), so the preset takes as long on any CPU, with or without native bf16
+(a CPU without it runs fp32, and so fewer epochs in the same minutes).
 
 quick:  all six study models on 10 classes (all 450 train images a class, 500 val, 500 test) on
         the CPU, about 12 training minutes in all. Measured when it was sized in epochs, on

@@ -11,10 +11,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import lab.train
 from lab import runs
 from lab.config import Config, reuse_problem
 from lab.errors import LabError
-from lab.train import fit, plan_epochs, schedule_seconds, train_size
+from lab.train import (
+    epoch_plan,
+    fit,
+    plan_epochs,
+    replan_epochs,
+    schedule,
+    schedule_seconds,
+    train_size,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 # A budget of seconds on tiny data: its epochs take tenths of a second.
@@ -60,6 +69,29 @@ def test_the_plan_is_the_most_epochs_that_fit() -> None:
     assert plan_epochs(0.1, {64: 10.0}, Config()) == 1  # less than an epoch: one all the same
 
 
+def test_the_plan_made_again_takes_the_epochs_own_times() -> None:
+    measured = {32: 1.0, 40: 1.6, 48: 2.3, 56: 3.1, 64: 4.0}  # 15 epochs in 30 s
+    config = Config(min_size=32, ramp_start=0.4, ramp_end=0.85, epochs=15)
+    # the first epoch, at 32 px, took half its measured time: every side is taken as fast
+    first = pd.DataFrame({"epoch": [1], "train_size": [32], "epoch_time_s": [0.5]})
+    halved = {side: seconds / 2 for side, seconds in measured.items()}
+    assert replan_epochs(0.5, measured, first, config) == plan_epochs(0.5, halved, config) == 30
+    # eight 32 px epochs of 0.5 s, then a 40 px one as measured: the sides to come as measured
+    done = pd.DataFrame(
+        {"epoch": range(1, 10), "train_size": [32] * 8 + [40], "epoch_time_s": [0.5] * 8 + [1.6]}
+    )
+    seconds = measured | {32: 0.5}
+    fits = [
+        epochs
+        for epochs in range(9, 700)
+        if 5.6 + schedule_seconds(replace(config, epochs=epochs), seconds, done=9) <= 30
+    ]
+    assert replan_epochs(0.5, measured, done, config) == max(fits) > 15
+    # past the budget already: the run ends with the epochs it has done
+    slow = done.assign(epoch_time_s=[4.0] * 8 + [6.0])
+    assert replan_epochs(0.5, measured, slow, config) == 9
+
+
 def test_a_budgeted_run_trains_within_it_as_an_unbudgeted_one(budgeted: Config) -> None:
     run_dir = fit(replace(budgeted, name="budget"))
     summary = runs.read_json(run_dir / "summary.json")
@@ -67,16 +99,45 @@ def test_a_budgeted_run_trains_within_it_as_an_unbudgeted_one(budgeted: Config) 
     metrics = pd.read_csv(run_dir / "metrics.csv")
     planned = summary["planned_epochs"]
     assert planned > 1, "the budget, not the fallback epochs, set the run's length"
-    assert config["epochs"] == summary["epochs"] == planned == len(metrics)
+    assert config["epochs"] == summary["epochs"] == len(metrics)  # the plan, made again
     assert config["minutes"] == BUDGET_MINUTES
     assert 0 < summary["planned_train_minutes"] <= BUDGET_MINUTES
     assert summary["train_time_s"] <= TOLERANCE * 60 * BUDGET_MINUTES
     assert all(summary[f"img_per_s_{side}px"] > 0 for side in (48, 56, 64))
-    # the measurement left no trace: the same epochs, unbudgeted, train the same rows
+    # the measurement left no trace: the planned epochs, unbudgeted, train the same first epoch
+    # (the plan made again after it may change the schedule of the rest)
     plain = fit(replace(budgeted, name="plain", minutes=0.0, epochs=planned))
     reference = pd.read_csv(plain / "metrics.csv")
     columns = ["train_size", "train_loss", "train_top1", "val_loss", "val_top1", "lr"]
-    np.testing.assert_allclose(metrics[columns], reference[columns], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(metrics[columns][:1], reference[columns][:1], rtol=1e-4, atol=1e-4)
+
+
+def test_a_misjudged_plan_is_made_again_from_the_epochs(
+    budgeted: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    measure = lab.train.measure_step_seconds
+
+    def four_times_slow(*args: object, **kwargs: object) -> dict[int, float]:
+        return {side: 4 * seconds for side, seconds in measure(*args, **kwargs).items()}
+
+    monkeypatch.setattr(lab.train, "measure_step_seconds", four_times_slow)
+    run_dir = fit(replace(budgeted, name="misjudged", schedule="cosine"))
+    summary = runs.read_json(run_dir / "summary.json")
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    epochs = summary["epochs"]
+    assert epochs > 2 * summary["planned_epochs"], "the epochs' own times planned more of them"
+    assert runs.read_json(run_dir / "config.json")["epochs"] == epochs == len(metrics)
+    assert summary["train_time_s"] <= TOLERANCE * 60 * BUDGET_MINUTES
+    # the plan was last made after the last epoch at a new side: the rest follow its schedule
+    final = replace(budgeted, schedule="cosine", epochs=epochs)
+    steps, _ = epoch_plan(summary["num_classes"] * budgeted.per_class, budgeted.batch_size, 1)
+    lr = schedule(final, steps).groupby("epoch")["lr"].first()
+    new_side = metrics["train_size"] != metrics["train_size"].shift()
+    after = metrics[metrics["epoch"] > metrics.loc[new_side, "epoch"].max()]
+    assert len(after) >= 2 and list(after["train_size"]) == [
+        train_size(e, final) for e in after["epoch"]
+    ]
+    np.testing.assert_allclose(after["lr"], lr[after["epoch"]], rtol=1e-6)
 
 
 def test_a_resume_after_kill_keeps_the_plan(wait_for_an_epoch: Callable, budgeted: Config) -> None:
@@ -105,15 +166,16 @@ def test_a_resume_after_kill_keeps_the_plan(wait_for_an_epoch: Callable, budgete
     process.wait()
     summary = runs.read_json(summary_path)
     planned = summary["planned_epochs"]
-    assert summary["status"] == "running" and summary["epochs_done"] < planned, "killed mid-run"
+    assert summary["status"] == "running" and summary["epochs_done"] < summary["epochs"], "killed"
     # resumed as a sweep or a preset would: its own fallback epochs, the same budget
     assert reuse_problem(run_dir, replace(budgeted, name="killed", epochs=50)) is None
     with pytest.raises(LabError, match="minutes 0.05 recorded, 0.1 given"):
         fit(replace(budgeted, name="killed", resume=True, minutes=0.1))
     fit(replace(budgeted, name="killed", resume=True, epochs=50))
     final = runs.read_json(summary_path)
-    assert final["status"] == "finished" and final["epochs_done"] == planned
-    assert final["planned_epochs"] == planned, "the plan is not made again"
+    epochs = final["epochs"]  # the plan, made again from the epochs of both processes
+    assert final["status"] == "finished" and final["epochs_done"] == epochs
+    assert final["planned_epochs"] == planned, "the steps are not measured again"
     assert final["img_per_s_64px"] == summary["img_per_s_64px"]
-    assert runs.read_json(run_dir / "config.json")["epochs"] == planned
-    assert list(pd.read_csv(run_dir / "metrics.csv")["epoch"]) == list(range(1, planned + 1))
+    assert runs.read_json(run_dir / "config.json")["epochs"] == epochs
+    assert list(pd.read_csv(run_dir / "metrics.csv")["epoch"]) == list(range(1, epochs + 1))

@@ -415,10 +415,10 @@ def test_ddp_two_processes_write_one_record(base: Config, tmp_path: Path) -> Non
     uneven = ("--classes=3", "--per-class=17", "--batch-size=26", "--minutes=0.02")
     torchrun(*train, *options, "--name=uneven", *uneven)
     summary = runs.read_json(tmp_path / "uneven" / "summary.json")
-    assert summary["status"] == "finished" and summary["epochs_done"] == summary["planned_epochs"]
+    assert summary["status"] == "finished" and summary["epochs_done"] == summary["epochs"]
     metrics = pd.read_csv(tmp_path / "uneven" / "metrics.csv")
     trained = metrics["images_per_s"] * metrics["epoch_time_s"]  # images both ranks trained on
-    assert list(trained.round()) == [26] * summary["planned_epochs"]
+    assert list(trained.round()) == [26] * summary["epochs"]
 
 
 def test_transfer_from_a_run_to_other_classes(base: Config, finished: Path) -> None:
