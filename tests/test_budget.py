@@ -134,7 +134,8 @@ def test_a_misjudged_plan_is_made_again_from_the_epochs(
     lr = schedule(final, steps).groupby("epoch")["lr"].first()
     new_side = metrics["train_size"] != metrics["train_size"].shift()
     after = metrics[metrics["epoch"] > metrics.loc[new_side, "epoch"].max()]
-    assert len(after) >= 2 and list(after["train_size"]) == [
+    # (ends ramp up and down as the plan grows: at least the last epoch comes after the last)
+    assert len(after) >= 1 and list(after["train_size"]) == [
         train_size(e, final) for e in after["epoch"]
     ]
     np.testing.assert_allclose(after["lr"], lr[after["epoch"]], rtol=1e-6)
