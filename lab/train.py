@@ -111,6 +111,18 @@ def lr_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(config, steps_per_epoch))
 
 
+def follow_schedule(
+    scheduler: torch.optim.lr_scheduler.LambdaLR, config: Config, steps_per_epoch: int
+) -> None:
+    """Switch a running scheduler to `config`'s schedule (a budget planned again), the lr of
+    its next step included."""
+    factor = lr_multiplier(config, steps_per_epoch)
+    groups = scheduler.optimizer.param_groups
+    scheduler.lr_lambdas = [factor] * len(groups)
+    for group, base_lr in zip(groups, scheduler.base_lrs, strict=True):
+        group["lr"] = base_lr * factor(scheduler.last_epoch)
+
+
 def schedule(config: Config, steps_per_epoch: int) -> pd.DataFrame:
     """The run step by step, as `fit` follows it: each optimizer step's epoch, learning rate
     (of the classifier: backbone_lr scales the rest alike) and training image side."""
@@ -592,12 +604,12 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
             torch.cuda.set_rng_state(state["rng_cuda"], device)
         first_epoch, elapsed = state["epoch"] + 1, state["elapsed_s"]
         wall_before = state.get("wall_s", 0.0)  # checkpoints written before wall_s was kept lack it
-        summary = runs.read_json(run_dir / "summary.json") if rank == 0 else {}
-        speeds = {side: summary.get(f"img_per_s_{side}px") for side in train_sides(config)}
-        if config.minutes and all(speeds.values()):
-            epoch_seconds = {
-                side: steps_per_epoch * local_batch * world / v for side, v in speeds.items()
-            }
+        if config.minutes and rank == 0:  # the plan's measured speeds, as summary.json holds them
+            summary = runs.read_json(run_dir / "summary.json")
+            speeds = {side: summary.get(f"img_per_s_{side}px") for side in train_sides(config)}
+            if all(speeds.values()):
+                images = steps_per_epoch * local_batch * world
+                epoch_seconds = {side: images / speed for side, speed in speeds.items()}
 
     if rank == 0:
         if first_epoch == 1:  # a resumed run keeps the start of its first process
@@ -642,12 +654,9 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
                 plan = [replan_epochs(config.minutes, epoch_seconds, metrics, config)]
             if world > 1:
                 dist.broadcast_object_list(plan, src=0)
-            if plan[0] != config.epochs:  # the next step's lr on is the new schedule's
+            if plan[0] != config.epochs:
                 config = replace(config, epochs=plan[0])
-                factor = lr_multiplier(config, steps_per_epoch)
-                scheduler.lr_lambdas = [factor] * len(optimizer.param_groups)
-                for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
-                    group["lr"] = base_lr * factor(scheduler.last_epoch)
+                follow_schedule(scheduler, config, steps_per_epoch)
                 if rank == 0:
                     write_config(config, run_dir)
                     runs.update_summary(run_dir, epochs=config.epochs)
