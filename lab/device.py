@@ -31,7 +31,11 @@ def cpu_info() -> tuple[str, set[str]]:
     fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
     fields = {k.strip(): v.strip() for k, v in fields.items()}
     flags = fields.get("flags") or fields.get("Features") or ""
-    return fields.get("model name", platform.machine()), set(flags.split())
+    name = fields.get("model name", platform.machine())
+    # virtual machines name an Ice Lake and a Sapphire Rapids Xeon alike; the numbers differ
+    if "cpu family" in fields and "model" in fields:
+        name += f" family {fields['cpu family']} model {fields['model']}"
+    return name, set(flags.split())
 
 
 def keep_freed_memory() -> bool:
@@ -72,9 +76,12 @@ def autocast(device: torch.device, enabled: bool) -> torch.autocast:
 
 
 def device_label(device: torch.device) -> str:
-    """A human label for the device, e.g. `NVIDIA H200` or `AMD EPYC (2 threads, native bf16)`."""
+    """A label for the device, e.g. `NVIDIA H200` or `AMD EPYC family 25 model 17 (2 threads)`."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     # CPUs that share a model name may differ in bf16 (and so in speed): say which this one is
+    name, flags = cpu_info()
     bf16 = ", native bf16" if native_bf16(device) else ""
-    return f"{cpu_info()[0]} ({torch.get_num_threads()} threads{bf16})"
+    if bf16 and "amx_bf16" in flags:
+        bf16 += " with AMX"
+    return f"{name} ({torch.get_num_threads()} threads{bf16})"
