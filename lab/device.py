@@ -1,6 +1,7 @@
 """Where a run computes and in what precision: the device, bf16 autocast, a label for records."""
 
 import ctypes
+import functools
 import os
 import platform
 from pathlib import Path
@@ -22,12 +23,13 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def cpu_info() -> tuple[str, set[str]]:
+@functools.cache  # read once: autocast asks for the flags at every training step
+def cpu_info() -> tuple[str, frozenset[str]]:
     """The CPU's model name and feature flags (Linux's /proc/cpuinfo; elsewhere no flags)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return platform.processor() or platform.machine(), set()
+        return platform.processor() or platform.machine(), frozenset()
     fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
     fields = {k.strip(): v.strip() for k, v in fields.items()}
     flags = fields.get("flags") or fields.get("Features") or ""
@@ -35,7 +37,7 @@ def cpu_info() -> tuple[str, set[str]]:
     # virtual machines name an Ice Lake and a Sapphire Rapids Xeon alike; the numbers differ
     if "cpu family" in fields and "model" in fields:
         name += f" family {fields['cpu family']} model {fields['model']}"
-    return name, set(flags.split())
+    return name, frozenset(flags.split())
 
 
 def keep_freed_memory() -> bool:
