@@ -212,10 +212,11 @@ def minutes_figure(table: pd.DataFrame) -> Figure:
             )
     recorded = table.reindex(columns=["device", "precision"]).dropna()
     machines = sorted({f"{row.device}, {row.precision}" for row in recorded.itertuples()})
+    machine_lines = "\n".join(machines) or "machine not recorded"  # a line each: they are long
     ax.set(xlabel="training minutes", ylabel="top-1 (%)", ylim=(0, None))
     ax.set_title(
         "Val top-1 by training minutes (lines), test top-1 at the end (stars), study test"
-        f" (dashed)\n{'; '.join(machines) or 'machine not recorded'}",
+        f" (dashed)\n{machine_lines}",
         fontsize=9,
     )
     ax.grid(alpha=0.3)
