@@ -41,6 +41,23 @@ def test_every_record_is_a_finished_run(root: Path) -> None:
         )
 
 
+@pytest.mark.parametrize(
+    "predictions",
+    sorted(RESULTS.glob("*/*/predictions.csv")),
+    ids=lambda path: f"{path.parent.parent.name}/{path.parent.name}",
+)
+def test_predictions_rescore_to_the_recorded_test_top1(predictions: Path) -> None:
+    # predictions.csv is what anyone can rescore against val_annotations.txt: a row for every
+    # test image, its true label and the prediction the summary's test top-1 counts.
+    table = pd.read_csv(predictions)
+    summary = runs.read_json(predictions.parent / "summary.json")
+    assert len(table) == table["file"].nunique() == 50 * summary["num_classes"]
+    top1 = 100 * (table["pred"] == table["label"]).mean()
+    assert top1 == pytest.approx(summary["test_top1"], abs=1e-3)
+    top5 = table.apply(lambda row: str(row.label) in row.top5.split(), axis=1).mean()
+    assert 100 * top5 == pytest.approx(summary["test_top5"], abs=1e-3)
+
+
 def test_no_record_holds_a_path_of_the_machine_that_made_it() -> None:
     configs = sorted(RESULTS.glob("*/*/config.json"))
     assert len(configs) == sum(len(records.run_dirs(root)) for root in ROOTS)
