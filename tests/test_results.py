@@ -46,7 +46,7 @@ def test_every_record_is_a_finished_run(root: Path) -> None:
     sorted(RESULTS.glob("*/*/predictions.csv")),
     ids=lambda path: f"{path.parent.parent.name}/{path.parent.name}",
 )
-def test_predictions_rescore_to_the_recorded_test_top1(predictions: Path) -> None:
+def test_predictions_rescore_to_the_recorded_test_accuracies(predictions: Path) -> None:
     # predictions.csv is what anyone can rescore against val_annotations.txt: a row for every
     # test image, its true label and the prediction the summary's test top-1 counts.
     table = pd.read_csv(predictions)
