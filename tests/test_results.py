@@ -62,15 +62,18 @@ def test_predictions_rescore_to_the_recorded_test_accuracies(predictions: Path) 
     assert 100 * sum(hits) / len(hits) == pytest.approx(summary["test_top5"], abs=1e-3)
 
 
-CPU_COLUMN = records.load_runs(RESULTS / "cpu")  # the README's `cpu` column
+@pytest.fixture(scope="module")
+def cpu_column() -> pd.DataFrame:
+    """The records of the README's `cpu` column, read once for the tests below."""
+    return records.load_runs(RESULTS / "cpu")
 
 
-def test_the_cpu_column_has_a_rescorable_record_for_every_model_of_the_preset() -> None:
-    assert sorted(CPU_COLUMN["model"]) == sorted(PRESETS["cpu"]["models"])
+def test_the_cpu_column_has_a_rescorable_record_for_every_model_of_the_preset(
+    cpu_column: pd.DataFrame,
+) -> None:
+    assert sorted(cpu_column["model"]) == sorted(PRESETS["cpu"]["models"])
     missing = [
-        row.path
-        for row in CPU_COLUMN.itertuples()
-        if not (Path(row.path) / "predictions.csv").is_file()
+        path for path in cpu_column["path"] if not (Path(path) / "predictions.csv").is_file()
     ]
     assert missing == []
 
@@ -86,12 +89,12 @@ NOT_BEATEN_YET = {"inception": "from scratch: 43.3 against the study's 49.40 (Im
         pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=NOT_BEATEN_YET[m]))
         if m in NOT_BEATEN_YET
         else m
-        for m in STUDY
-        if STUDY[m]
+        for m, row in STUDY.items()
+        if row
     ],
 )
-def test_the_cpu_column_beats_the_study_row(model: str) -> None:
-    (test_top1,) = CPU_COLUMN.loc[CPU_COLUMN["model"] == model, "test_top1"]
+def test_the_cpu_column_beats_the_study_row(model: str, cpu_column: pd.DataFrame) -> None:
+    (test_top1,) = cpu_column.loc[cpu_column["model"] == model, "test_top1"]
     assert test_top1 > STUDY[model][2]
 
 
