@@ -563,7 +563,7 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
         train_model = torch.compile(train_model)
 
     # ---- a time budget: the most epochs that train in it at the speeds measured at each side
-    # (rank 0's, for all), made again after the first epoch at each side (replan_epochs). A
+    # (rank 0's, for all), made again after the first two epochs at each side (replan_epochs). A
     # resume keeps its plan (start_record took the recorded epochs) and its measured speeds.
     epoch_seconds: dict[int, float] = {}  # an epoch's seconds at each side, as measured
     if config.minutes and state is None:
@@ -634,8 +634,9 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
                 runs.write_csv(metrics_path, table[table["epoch"] < first_epoch])
 
     # ---- the loop: train an epoch, evaluate val, append the metrics row, save the checkpoint
-    # and, in a budget, after an epoch at a side the last did not train at, plan again
-    epoch, previous_side = first_epoch, None
+    # and, in a budget, after the first two epochs at each side, plan again (a run's first
+    # epoch is often its slowest: planned from it alone, a one-side run left 15% unused)
+    epoch, previous_side, epochs_at_side = first_epoch, None, 0
     while epoch <= config.epochs:
         lr = optimizer.param_groups[-1]["lr"]
         row = {"epoch": epoch}
@@ -648,7 +649,8 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
             val = accuracy(logits, run_data.labels["val"].cpu())
             row.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"], lr=lr)
             metrics = runs.append_metrics(run_dir, row)
-        if config.minutes and row["train_size"] != previous_side:
+        epochs_at_side = epochs_at_side + 1 if row["train_size"] == previous_side else 1
+        if config.minutes and epochs_at_side <= 2:
             plan = [config.epochs]
             if rank == 0 and epoch_seconds:
                 plan = [replan_epochs(config.minutes, epoch_seconds, metrics, config)]
