@@ -78,9 +78,9 @@ def test_the_cpu_column_has_a_rescorable_record_for_every_model_of_the_preset(
     assert missing == []
 
 
-# Inception from scratch is 6.1 points short of the study's row, which came from ImageNet
+# Inception from scratch is 1.8 points short of the study's row, which came from ImageNet
 # weights; strict, so that beating it fails here until the mark goes.
-NOT_BEATEN_YET = {"inception": "from scratch: 43.3 against the study's 49.40 (ImageNet weights)"}
+NOT_BEATEN_YET = {"inception": "from scratch: 47.6 against the study's 49.40 (ImageNet weights)"}
 
 
 @pytest.mark.parametrize(
