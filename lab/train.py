@@ -563,7 +563,8 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
         train_model = torch.compile(train_model)
 
     # ---- a time budget: the most epochs that train in it at the speeds measured at each side
-    # (rank 0's, for all), made again after the first two epochs at each side (replan_epochs). A
+    # (rank 0's, for all), made again after the first two epochs at each side and after every
+    # epoch of the run's first half (replan_epochs). A
     # resume keeps its plan (start_record took the recorded epochs) and its measured speeds.
     epoch_seconds: dict[int, float] = {}  # an epoch's seconds at each side, as measured
     if config.minutes and state is None:
@@ -634,12 +635,14 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
                 runs.write_csv(metrics_path, table[table["epoch"] < first_epoch])
 
     # ---- the loop: train an epoch, evaluate val, append the metrics row, save the checkpoint
-    # and, in a budget, after the first two epochs at each side, plan again (a run's first
-    # epoch is often its slowest: planned from it alone, a one-side run left 15% unused)
+    # and, in a budget, plan again after the first two epochs at each side (a run's first epoch
+    # is often its slowest) and after every epoch of the run's first half (a VM's epochs can
+    # drift 2x at one side: planned after epoch 2 alone, inception used 73% of its budget);
+    # later, a longer plan would lift an lr already near its end
     epoch, previous_side, epochs_at_side = first_epoch, None, 0
     while epoch <= config.epochs:
         lr = optimizer.param_groups[-1]["lr"]
-        row = {"epoch": epoch}
+        row = {"epoch": epoch, "run_epochs": config.epochs}  # the plan this epoch trained in
         row |= train_one_epoch(
             train_model, optimizer, scheduler, ema, config, run_data, epoch, rank, world
         )
@@ -650,7 +653,7 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
             row.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"], lr=lr)
             metrics = runs.append_metrics(run_dir, row)
         epochs_at_side = epochs_at_side + 1 if row["train_size"] == previous_side else 1
-        if config.minutes and epochs_at_side <= 2:
+        if config.minutes and (epochs_at_side <= 2 or 2 * epoch <= config.epochs):
             plan = [config.epochs]
             if rank == 0 and epoch_seconds:
                 plan = [replan_epochs(config.minutes, epoch_seconds, metrics, config)]
