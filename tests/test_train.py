@@ -85,6 +85,7 @@ def test_finished_run_has_the_whole_record(finished: Path, tiny_cache: Path) -> 
     assert summary["epochs_done"] == 2 and list(metrics["epoch"]) == [1, 2]
     expected = [
         "epoch",
+        "run_epochs",
         "train_loss",
         "train_top1",
         "train_size",
@@ -96,6 +97,7 @@ def test_finished_run_has_the_whole_record(finished: Path, tiny_cache: Path) -> 
         "images_per_s",
     ]
     assert sorted(metrics.columns) == sorted(expected)
+    assert list(metrics["run_epochs"]) == [2, 2]  # the plan each epoch trained in
     for key in ("train_top1", "val_top1", "test_top1", "test_top5"):
         assert 0 <= summary[key] <= 100
     assert summary["params"] > 0 and summary["macs"] > 0 and summary["torch"] == torch.__version__
