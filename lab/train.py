@@ -563,9 +563,8 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
         train_model = torch.compile(train_model)
 
     # ---- a time budget: the most epochs that train in it at the speeds measured at each side
-    # (rank 0's, for all), made again after the first two epochs at each side and after every
-    # epoch of the run's first half (replan_epochs). A
-    # resume keeps its plan (start_record took the recorded epochs) and its measured speeds.
+    # (rank 0's, for all), made again as the epochs run (replan_epochs; when: the loop below).
+    # A resume keeps its plan (start_record took the recorded epochs) and its measured speeds.
     epoch_seconds: dict[int, float] = {}  # an epoch's seconds at each side, as measured
     if config.minutes and state is None:
         step_seconds = measure_step_seconds(
