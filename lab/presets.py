@@ -134,7 +134,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "alexnet_reduced": {"minutes": 35.0, "lr": 0.05, "grad_clip": 5.0},
             # 16 epochs on a 2-core Xeon with AMX (43.4% test; 24 epochs, 64 minutes: 48.2)
             "vgg_reduced": {"minutes": 38.0},
-            # 17 epochs, all at 64 px, on a 2-core Xeon with AMX (47.6% test in 95 minutes; 90
+            # 23 epochs, all at 64 px, on a 2-core Xeon with AMX (49.5% test in 122 minutes; 90
             # minutes, 12 epochs: 43.3; from 32 px, 30 epochs: 42.0): at 32 px its last blocks
             # see a 1x1 map
             "inception": {"minutes": 130.0, "min_size": 64},

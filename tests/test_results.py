@@ -78,21 +78,7 @@ def test_the_cpu_column_has_a_rescorable_record_for_every_model_of_the_preset(
     assert missing == []
 
 
-# Inception from scratch is 1.8 points short of the study's row, which came from ImageNet
-# weights; strict, so that beating it fails here until the mark goes.
-NOT_BEATEN_YET = {"inception": "from scratch: 47.6 against the study's 49.40 (ImageNet weights)"}
-
-
-@pytest.mark.parametrize(
-    "model",
-    [
-        pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=NOT_BEATEN_YET[m]))
-        if m in NOT_BEATEN_YET
-        else m
-        for m, row in STUDY.items()
-        if row
-    ],
-)
+@pytest.mark.parametrize("model", [m for m, row in STUDY.items() if row])
 def test_the_cpu_column_beats_the_study_row(model: str, cpu_column: pd.DataFrame) -> None:
     (test_top1,) = cpu_column.loc[cpu_column["model"] == model, "test_top1"]
     assert test_top1 > STUDY[model][2]
