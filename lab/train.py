@@ -177,7 +177,7 @@ def replan_epochs(
 ) -> int:
     """The plan made again from the epochs trained (metrics.csv's rows): each side trained at
     its epochs' mean time, every other at its measured time scaled as the last epoch ran
-    against its side's measurement."""
+    against its side's measurement; at least one epoch past those trained."""
     # A few steps a side misjudge a CPU's epochs: plans trained in 0.80x to 1.10x their minutes,
     # a fifth of the budget unused or a tenth past it.
     trained = metrics.groupby("train_size")["epoch_time_s"].mean()
@@ -185,7 +185,9 @@ def replan_epochs(
     scale = last["epoch_time_s"] / measured[int(last["train_size"])]
     seconds = {side: float(trained.get(side, scale * s)) for side, s in measured.items()}
     done, elapsed = int(last["epoch"]), float(metrics["epoch_time_s"].sum())
-    return plan_epochs(minutes, seconds, config, done, elapsed)
+    # A plan cut to the epochs trained would end the run with its lr mid-schedule (a resnet20
+    # ended at 19.9% test so, its 5-epoch schedule stopped after 4): the lr ends in one more.
+    return max(done + 1, plan_epochs(minutes, seconds, config, done, elapsed))
 
 
 # ----------------------------------------------------------------------------- one step, one epoch
@@ -637,7 +639,8 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
     # and, in a budget, plan again after the first two epochs at each side (a run's first epoch
     # is often its slowest) and after every epoch of the run's first half (a VM's epochs can
     # drift 2x at one side: planned after epoch 2 alone, inception used 73% of its budget);
-    # later, a longer plan would lift an lr already near its end
+    # later, a longer plan would lift an lr already near its end. The plan's last epoch is never
+    # planned again: its lr has ended its schedule
     epoch, previous_side, epochs_at_side = first_epoch, None, 0
     while epoch <= config.epochs:
         lr = optimizer.param_groups[-1]["lr"]
@@ -652,7 +655,8 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
             row.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"], lr=lr)
             metrics = runs.append_metrics(run_dir, row)
         epochs_at_side = epochs_at_side + 1 if row["train_size"] == previous_side else 1
-        if config.minutes and (epochs_at_side <= 2 or 2 * epoch <= config.epochs):
+        again = epochs_at_side <= 2 or 2 * epoch <= config.epochs
+        if config.minutes and epoch < config.epochs and again:
             plan = [config.epochs]
             if rank == 0 and epoch_seconds:
                 plan = [replan_epochs(config.minutes, epoch_seconds, metrics, config)]

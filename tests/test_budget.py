@@ -87,9 +87,9 @@ def test_the_plan_made_again_takes_the_epochs_own_times() -> None:
         if 5.6 + schedule_seconds(replace(config, epochs=epochs), seconds, done=9) <= 30
     ]
     assert replan_epochs(0.5, measured, done, config) == max(fits) > 15
-    # past the budget already: the run ends with the epochs it has done
+    # past the budget already: one epoch more, in which the lr ends its schedule
     slow = done.assign(epoch_time_s=[4.0] * 8 + [6.0])
-    assert replan_epochs(0.5, measured, slow, config) == 9
+    assert replan_epochs(0.5, measured, slow, config) == 10
 
 
 def test_a_budgeted_run_trains_within_it_as_an_unbudgeted_one(budgeted: Config) -> None:
@@ -138,6 +138,28 @@ def test_a_misjudged_plan_is_made_again_from_the_epochs(
         train_size(e, final) for e in after["epoch"]
     ]
     np.testing.assert_allclose(after["lr"], lr[after["epoch"]], rtol=1e-6)
+
+
+def test_a_run_past_its_budget_still_ends_its_lr_schedule(
+    budgeted: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train_one_epoch = lab.train.train_one_epoch
+
+    def fifty_times_slow(*args: object, **kwargs: object) -> dict:
+        row = train_one_epoch(*args, **kwargs)
+        return row | {"epoch_time_s": 50 * row["epoch_time_s"]}
+
+    monkeypatch.setattr(lab.train, "train_one_epoch", fifty_times_slow)
+    run_dir = fit(replace(budgeted, name="past", schedule="cosine"))
+    summary = runs.read_json(run_dir / "summary.json")
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert summary["planned_epochs"] > 2
+    # its first epoch took the whole budget: one more, in a plan of 2, and no more
+    assert list(metrics["run_epochs"]) == [summary["planned_epochs"], 2]
+    assert summary["epochs"] == runs.read_json(run_dir / "config.json")["epochs"] == 2
+    steps, _ = epoch_plan(summary["num_classes"] * budgeted.per_class, budgeted.batch_size, 1)
+    final = schedule(replace(budgeted, schedule="cosine", epochs=2), steps)
+    assert metrics["lr"].iloc[-1] == pytest.approx(final.groupby("epoch")["lr"].first()[2])
 
 
 def test_a_resume_after_kill_keeps_the_plan(wait_for_an_epoch: Callable, budgeted: Config) -> None:
