@@ -219,12 +219,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
-    """Regenerate the figures from a runs root."""
+    """Regenerate the figures from one runs root, or from several together."""
     from lab.figures import make_figures
 
-    for line in records.broken_runs(records.load_runs(Path(args.runs_root))):
-        print(f"left out: {line}", file=sys.stderr)
-    for path in make_figures(Path(args.runs_root), Path(args.out)):
+    for root in args.runs_roots:
+        for line in records.broken_runs(records.load_runs(Path(root))):
+            print(f"left out: {line}", file=sys.stderr)
+    for path in make_figures(args.runs_roots, Path(args.out)):
         print(path)
 
 
@@ -365,7 +366,9 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("figures", help="regenerate the figures from run records")
-    p.add_argument("runs_root", metavar="RUNS_ROOT", help="folder of run folders to plot")
+    p.add_argument(
+        "runs_roots", nargs="+", metavar="RUNS_ROOT", help="folders of run folders, drawn together"
+    )
     p.add_argument("--out", default="figures", help="folder for the PNGs (default: figures)")
     p.set_defaults(func=cmd_figures)
     return main_parser

@@ -17,6 +17,7 @@ from lab import data, runs
 from lab.data import SCORED_SPLITS
 from lab.errors import LabError
 from lab.records import (
+    as_roots,
     best_runs,
     finished_runs,
     load_predictions,
@@ -331,10 +332,10 @@ def save_figure(fig: Figure, path: Path) -> Path:
     return runs.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
 
 
-def make_figures(runs_root: str | Path, out_dir: str | Path) -> list[Path]:
+def make_figures(runs_roots: str | Path | Sequence[str | Path], out_dir: str | Path) -> list[Path]:
     """Write the accuracy, curves, minutes, saliency, presets and transfer PNGs that the
-    records allow."""
-    table = finished_runs(runs_root)
+    records of one runs root, or of several together, allow."""
+    table = finished_runs(runs_roots)
     top = Path(best_runs(table).sort_values("val_top1", ascending=False)["path"].iloc[0])
     figures = {
         "accuracy.png": accuracy_figure(table),
@@ -353,6 +354,8 @@ def make_figures(runs_root: str | Path, out_dir: str | Path) -> list[Path]:
         figures["seeds.png"] = seeds_figure(groups)
     if table["preset"].nunique() > 1:  # e.g. paper and best runs of the same models
         figures["presets.png"] = presets_figure(table)
-    if (Path(runs_root) / "transfer.csv").exists():  # written by lab transfer
-        figures["transfer.png"] = transfer_figure(pd.read_csv(Path(runs_root) / "transfer.csv"))
+    transfers = [root / "transfer.csv" for root in as_roots(runs_roots)]  # by lab transfer
+    if any(path.exists() for path in transfers):
+        tables = [pd.read_csv(path) for path in transfers if path.exists()]
+        figures["transfer.png"] = transfer_figure(pd.concat(tables, ignore_index=True))
     return [save_figure(fig, Path(out_dir) / name) for name, fig in figures.items()]

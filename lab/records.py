@@ -174,13 +174,23 @@ def export_runs(root: Path, dest: Path) -> list[Path]:
     return written
 
 
-def finished_runs(runs_root: str | Path) -> pd.DataFrame:
-    """The finished runs under a runs root; ValueError when there is none."""
-    table = load_runs(Path(runs_root))
-    finished = table[table["status"] == "finished"]
+def as_roots(runs_roots: str | Path | Sequence[str | Path]) -> list[Path]:
+    """A runs root, or several, as a list of paths."""
+    return [Path(runs_roots)] if isinstance(runs_roots, str | Path) else list(map(Path, runs_roots))
+
+
+def finished_runs(runs_roots: str | Path | Sequence[str | Path]) -> pd.DataFrame:
+    """The finished runs under a runs root or several (a run is named ROOT/RUN where two roots
+    hold its name); ValueError when there is none."""
+    roots = as_roots(runs_roots)
+    table = pd.concat([load_runs(root).assign(root=root.name) for root in roots])
+    finished = table[table["status"] == "finished"].reset_index(drop=True)
     if finished.empty:
-        raise LabError(f"{runs_root}: no finished runs (try `lab sweep --preset quick`)")
-    return finished.reset_index(drop=True)
+        where = ", ".join(map(str, roots))
+        raise LabError(f"{where}: no finished runs (try `lab sweep --preset quick`)")
+    repeated = finished["run"].duplicated(keep=False)
+    finished.loc[repeated, "run"] = finished["root"] + "/" + finished["run"]
+    return finished.drop(columns="root")
 
 
 def best_runs(table: pd.DataFrame, by: Sequence[str] = ("model",)) -> pd.DataFrame:

@@ -178,7 +178,7 @@ def replan_epochs(
     """The plan made again from the epochs trained (metrics.csv's rows): each side trained at
     its epochs' mean time, every other at its measured time scaled as the last epoch ran
     against its side's measurement; at least one epoch past those trained, and past the run's
-    first half no more than the plan had."""
+    first half no more than keep the sides from shrinking."""
     # A few steps a side misjudge a CPU's epochs: plans trained in 0.80x to 1.10x their minutes,
     # a fifth of the budget unused or a tenth past it.
     trained = metrics.groupby("train_size")["epoch_time_s"].mean()
@@ -189,11 +189,18 @@ def replan_epochs(
     # A plan cut to the epochs trained would end the run with its lr mid-schedule (a resnet20
     # ended at 19.9% test so, its 5-epoch schedule stopped after 4): the lr ends in one more.
     planned = max(done + 1, plan_epochs(minutes, seconds, config, done, elapsed))
-    # Past the run's first half a longer plan would take the side back down and lift an lr
-    # near its end (a resnet18_s2 went from 56 px back to 48, its lr from 0.032 to 0.036 at
-    # its 21st of 27 epochs): there a plan only shortens, and a VM that speeds up late leaves
-    # some of the budget unused.
-    return min(planned, config.epochs) if 2 * done > config.epochs else planned
+    # Past the run's first half a longer plan grows only as far as keeps the next epoch's side
+    # at least the last one's (a resnet18_s2 went from 56 px back to 48 at its 21st of 27
+    # epochs). Not at all would waste the budget: a resnet18_s2 whose 32 px epochs slowed
+    # 1.5x planned 17 epochs after its 9th and, kept to them, trained 39 of its 60 minutes.
+    side = int(last["train_size"])
+    while (
+        2 * done > config.epochs
+        and planned > config.epochs
+        and train_size(done + 1, replace(config, epochs=planned)) < side
+    ):
+        planned -= 1
+    return planned
 
 
 # ----------------------------------------------------------------------------- one step, one epoch
@@ -645,8 +652,8 @@ def _fit(config: Config, run_dir: Path, device: torch.device, rank: int, world: 
     # and, in a budget, plan again after the first two epochs at each side (a run's first epoch
     # is often its slowest) and after every epoch of the run's first half (a VM's epochs can
     # drift 2x at one side: planned after epoch 2 alone, inception used 73% of its budget);
-    # later a plan only shortens (replan_epochs), and then only after a side's first two
-    # epochs. The plan's last epoch is never planned again: its lr has ended its schedule
+    # later only after a side's first two epochs, and a longer plan never takes the side back
+    # down (replan_epochs). The plan's last epoch is never planned again: its lr has ended.
     epoch, previous_side, epochs_at_side = first_epoch, None, 0
     while epoch <= config.epochs:
         lr = optimizer.param_groups[-1]["lr"]

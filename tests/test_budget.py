@@ -86,11 +86,21 @@ def test_the_plan_made_again_takes_the_epochs_own_times() -> None:
         for epochs in range(9, 700)
         if 5.6 + schedule_seconds(replace(config, epochs=epochs), seconds, done=9) <= 30
     ]
-    # in the run's first half (9 of 18 epochs trained) the plan takes the most that fit
-    assert replan_epochs(0.5, measured, done, replace(config, epochs=18)) == max(fits) == 17
-    # past it (9 of 15) the plan keeps its 15: a longer one would lift the lr near its end and
-    # shrink the sides to come
-    assert replan_epochs(0.5, measured, done, config) == 15
+    assert replan_epochs(0.5, measured, done, config) == max(fits) > 15
+    # past the run's first half (8 of 12 epochs trained, the last at 48 px, all at half their
+    # measured time) a plan grows only as far as keeps the next side at 48 px: 14 epochs, not
+    # the 29 that fit, whose 9th epoch would go back to 32 px
+    twelve = replace(config, epochs=12)
+    sides = [32] * 6 + [40, 48]
+    assert sides == [train_size(epoch, twelve) for epoch in range(1, 9)]
+    late = pd.DataFrame(
+        {"epoch": range(1, 9), "train_size": sides, "epoch_time_s": [0.5] * 6 + [0.8, 1.15]}
+    )
+    assert plan_epochs(0.5, halved, twelve, done=8, elapsed=4.95) == 29
+    assert replan_epochs(0.5, measured, late, twelve) == 14
+    assert (
+        train_size(9, replace(twelve, epochs=14)) == 48 > train_size(9, replace(twelve, epochs=15))
+    )
     # past the budget already: one epoch more, in which the lr ends its schedule
     slow = done.assign(epoch_time_s=[4.0] * 8 + [6.0])
     assert replan_epochs(0.5, measured, slow, config) == 10
@@ -142,11 +152,10 @@ def test_a_misjudged_plan_is_made_again_from_the_epochs(
         train_size(e, final) for e in after["epoch"]
     ]
     np.testing.assert_allclose(after["lr"], lr[after["epoch"]], rtol=1e-6)
-    # past a plan's first half the next plan is no longer: its sides never shrink, its lr never
-    # rises again
-    plans = list(metrics["run_epochs"])
-    late = zip(metrics["epoch"], plans, plans[1:], strict=False)
-    assert all(following <= plan for epoch, plan, following in late if 2 * epoch > plan)
+    # past a plan's first half a plan made again never takes the side back down
+    late = metrics[2 * metrics["epoch"] > metrics["run_epochs"]].index
+    sides = metrics["train_size"]
+    assert all(sides[row + 1] >= sides[row] for row in late if row + 1 in sides.index)
 
 
 def test_a_run_past_its_budget_still_ends_its_lr_schedule(

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from lab import data, figures, records, runs
+from lab.cli import main
 from lab.config import Config
 from lab.predict import load_predictor, top_classes
 from lab.study import STUDY
@@ -50,6 +51,22 @@ def test_minutes_curves_sum_the_epoch_times(dashboard_runs: Path) -> None:
     assert mine["minutes"].is_monotonic_increasing
     fig = figures.minutes_figure(table)
     assert table["device"].iloc[0] in fig.axes[0].get_title()  # the CPU and precision named
+
+
+def test_figures_draw_several_roots_together(dashboard_runs: Path, tmp_path: Path) -> None:
+    # one set of records exported to two roots: one table, where each run is named by its root
+    roots = [tmp_path / "a", tmp_path / "b"]
+    for root in roots:
+        records.export_runs(dashboard_runs, root)
+    single = records.finished_runs(roots[0])
+    table = records.finished_runs(roots)
+    assert sorted(table["run"]) == sorted(f"{r.name}/{run}" for r in roots for run in single["run"])
+    assert set(records.minutes_curves(table)["run"]) == set(table["run"])
+    labels = {line.get_label() for line in figures.minutes_figure(table).axes[0].lines}
+    assert set(table["run"]) <= labels
+    out = tmp_path / "out"
+    assert main(["figures", *map(str, roots), "--out", str(out)]) == 0
+    assert (out / "minutes.png").read_bytes()[:8] == PNG
 
 
 def test_make_figures_needs_a_finished_run(tmp_path: Path) -> None:
