@@ -178,7 +178,7 @@ def replan_epochs(
     """The plan made again from the epochs trained (metrics.csv's rows): each side trained at
     its epochs' mean time, every other at its measured time scaled as the last epoch ran
     against its side's measurement; at least one epoch past those trained, and past the run's
-    first half no more than keep the sides from shrinking."""
+    first half no longer than keeps the next epoch's side from shrinking."""
     # A few steps a side misjudge a CPU's epochs: plans trained in 0.80x to 1.10x their minutes,
     # a fifth of the budget unused or a tenth past it.
     trained = metrics.groupby("train_size")["epoch_time_s"].mean()
