@@ -12,6 +12,7 @@ the rank that failed).
 import copy
 import math
 import os
+import statistics
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -394,12 +395,12 @@ def measure_step_seconds(
     config: Config,
     run_data: RunData,
     world: int,
-    steps: int = 3,
+    steps: int = 5,
     warmup: int = 2,
 ) -> dict[int, float]:
-    """Seconds a training step takes at each side the schedule can use, timed on the run's own
-    model, optimizer and weight average, then restored with the random state: the run trains
-    as if unmeasured."""
+    """Seconds a training step takes at each side the schedule can use (the median of `steps`,
+    the sides taking turns), timed on the run's own model, optimizer and weight average, then
+    restored with the random state: the run trains as if unmeasured."""
     saved = copy.deepcopy([model.state_dict(), optimizer.state_dict(), ema and ema.state_dict()])
     rng_cpu = torch.get_rng_state()
     device = run_data.mean.device
@@ -409,13 +410,22 @@ def measure_step_seconds(
     scheduler = lr_scheduler(optimizer, config, steps_per_epoch)  # the run's needs the plan
     train_mode(model, config.freeze_backbone)
     pick = torch.arange((warmup + steps) * local_batch, device=device) % len(images)
-    seconds = {}
+    streams = {}
     for side in train_sides(config):
         generator = torch.Generator(device).manual_seed(config.seed)
-        stream = train_batches(run_data, config, pick, local_batch, generator, side)
-        seconds[side], _ = time_steps(
-            train_model, optimizer, scheduler, ema, config, stream, steps, warmup
-        )
+        streams[side] = train_batches(run_data, config, pick, local_batch, generator, side)
+        for _ in range(warmup):  # first calls at a side allocate and pick kernels
+            train_step(train_model, optimizer, scheduler, ema, config, *next(streams[side]))
+    # The sides take turns, a step each: a 2-core VM's speed swings within seconds, and timed
+    # one side after another a swing became one side's speed (a resnet18_s2 measured 48 px as
+    # faster than 32, 824 against 753 img/s, trained 16 epochs at 32 px in a plan of 34, then
+    # 48 px at 532 img/s, and its plan fell to 21: 1 epoch at 48 px, none at 40 or 56).
+    times: dict[int, list[float]] = {side: [] for side in streams}
+    for _ in range(steps):
+        for side, stream in streams.items():
+            timed, _ = time_steps(train_model, optimizer, scheduler, ema, config, stream, 1, 0)
+            times[side].append(timed)
+    seconds = {side: statistics.median(side_times) for side, side_times in times.items()}
     model.load_state_dict(saved[0])
     optimizer.load_state_dict(saved[1])  # the lr and momentum of the run's first step
     if ema is not None:

@@ -1,5 +1,6 @@
 """A time budget (`minutes`): the plan of epochs, a budgeted run, and its resume after kill -9."""
 
+import inspect
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import lab.train
 from lab import runs
@@ -156,6 +158,27 @@ def test_a_misjudged_plan_is_made_again_from_the_epochs(
     late = metrics[2 * metrics["epoch"] > metrics["run_epochs"]].index
     sides = metrics["train_size"]
     assert all(sides[row + 1] >= sides[row] for row in late if row + 1 in sides.index)
+
+
+def test_the_sides_take_turns_in_the_measurement(
+    budgeted: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sides: list[int] = []
+    step = lab.train.train_step
+
+    def recording(*args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        sides.append(args[-2].shape[-1])  # x, the batch
+        return step(*args)
+
+    monkeypatch.setattr(lab.train, "train_step", recording)
+    fit(replace(budgeted, name="turns"))
+    parameters = inspect.signature(lab.train.measure_step_seconds).parameters
+    steps, warmup = parameters["steps"].default, parameters["warmup"].default
+    assert steps >= 3, "a median of a few steps a side"
+    # each side warmed up on its own, then one timed step a side in turn, `steps` times over
+    assert sides[: 3 * warmup] == [48] * warmup + [56] * warmup + [64] * warmup
+    assert sides[3 * warmup : 3 * (warmup + steps)] == [48, 56, 64] * steps
+    assert sides[3 * (warmup + steps)] == 48, "then the run, from its first side"
 
 
 def test_a_run_past_its_budget_still_ends_its_lr_schedule(
