@@ -355,7 +355,6 @@ def make_figures(runs_roots: str | Path | Sequence[str | Path], out_dir: str | P
     if table["preset"].nunique() > 1:  # e.g. paper and best runs of the same models
         figures["presets.png"] = presets_figure(table)
     transfers = [root / "transfer.csv" for root in as_roots(runs_roots)]  # by lab transfer
-    if any(path.exists() for path in transfers):
-        tables = [pd.read_csv(path) for path in transfers if path.exists()]
+    if tables := [pd.read_csv(path) for path in transfers if path.exists()]:
         figures["transfer.png"] = transfer_figure(pd.concat(tables, ignore_index=True))
     return [save_figure(fig, Path(out_dir) / name) for name, fig in figures.items()]

@@ -64,9 +64,13 @@ def test_figures_draw_several_roots_together(dashboard_runs: Path, tmp_path: Pat
     assert set(records.minutes_curves(table)["run"]) == set(table["run"])
     labels = {line.get_label() for line in figures.minutes_figure(table).axes[0].lines}
     assert set(table["run"]) <= labels
+    # a transfer experiment's table in one of them (as `lab transfer` writes it) is drawn too
+    transfer = Path(__file__).resolve().parents[1] / "results/transfer-cpu/transfer.csv"
+    (roots[1] / "transfer.csv").write_bytes(transfer.read_bytes())
     out = tmp_path / "out"
     assert main(["figures", *map(str, roots), "--out", str(out)]) == 0
     assert (out / "minutes.png").read_bytes()[:8] == PNG
+    assert (out / "transfer.png").read_bytes()[:8] == PNG
 
 
 def test_make_figures_needs_a_finished_run(tmp_path: Path) -> None:
